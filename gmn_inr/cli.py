@@ -1,0 +1,42 @@
+"""``gmn-inr``: one command, subcommands provided by the modules that own them.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
+they are imported only when chosen, so ``gmn-inr --help`` stays fast (torch and
+torch_geometric cost seconds to import).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, help)
+SUBCOMMANDS = {
+    "demo": ("gmn_inr.demo", "convert one INR of each family and print the parameter graphs' sizes"),
+    "zoo": ("gmn_inr.zoo.cli", "build, inspect and show an INR zoo"),
+    "train": ("gmn_inr.train", "train the graph meta-network encoder"),
+    "embed": ("gmn_inr.embedder", "embed every INR of a store with a trained encoder"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="gmn-inr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in SUBCOMMANDS:
+        parser.error(f"unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}")
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    sub_parser = argparse.ArgumentParser(prog=f"gmn-inr {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Multiresolution hash grid with tiny-cuda-nn's exact math and flat parameter layout.
+
+Facts from tiny-cuda-nn (REFERENCE.md): level scale ``exp2(l * log2(s)) * base - 1`` in
+float32, resolution ``ceil(scale) + 1``, position ``scale * x + 0.5`` for x in [0, 1], table
+size ``min(next_multiple(res^3, 8), 2^log2T)``, a level is dense (index ``x + y*res + z*res^2``)
+iff ``res^3 <= size`` else hashed with the coherent-prime XOR hash, parameters flat in
+``[level][entry][feature]`` order, outputs level-major. So a tcnn ``params`` tensor loads
+into :class:`HashGridEncoding` unchanged and gives the same outputs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import Field
+from .spec import ArchSpec, HashGridSpec, MLPSpec, SpecError, default_spec
+
+PRIMES = (1, 2654435761, 805459861)
+_U32 = 0xFFFFFFFF
+#: the 8 corners of a cell; bit d of the corner number selects +1 on axis d
+CORNERS = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dtype=torch.long)
+
+
+def _next_multiple(v: int, m: int) -> int:
+    return (v + m - 1) // m * m
+
+
+@dataclass(frozen=True)
+class HashLevels:
+    """Per-level layout of a hash grid (all arrays have one entry per level)."""
+
+    scale: np.ndarray       # float32
+    resolution: np.ndarray  # int64
+    size: np.ndarray        # int64, entries in the level's table
+    offset: np.ndarray      # int64, first entry of the level in the flat table
+    dense: np.ndarray       # bool
+
+    @property
+    def n_entries(self) -> int:
+        return int(self.size.sum())
+
+
+def hash_levels(g: HashGridSpec) -> HashLevels:
+    """The level layout tiny-cuda-nn computes for ``g`` (float32 where tcnn uses float)."""
+    g.validate()
+    log2_scale = np.float32(np.log2(np.float32(g.per_level_scale)))
+    levels = np.arange(g.n_levels, dtype=np.float32)
+    scale = (np.exp2(levels * log2_scale) * np.float32(g.base_resolution) - np.float32(1.0)).astype(np.float32)
+    res = (np.ceil(scale).astype(np.int64) + 1)
+    max_params = np.iinfo(np.uint32).max // 2
+    cells = np.minimum(res.astype(np.float64) ** 3, max_params).astype(np.int64)
+    size = np.minimum((cells + 7) // 8 * 8, 1 << g.log2_hashmap_size)
+    offset = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
+    dense = res ** 3 <= size
+    return HashLevels(scale, res, size, offset, dense)
+
+
+class HashGridEncoding(nn.Module):
+    """``x [..., 3] in [0, 1] -> [..., n_levels * F]`` (level-major), tiny-cuda-nn's HashGrid.
+
+    ``params [n_entries * F]`` is the flat table, exactly tcnn's ``Encoding.params``.
+    """
+
+    def __init__(self, spec: HashGridSpec | None = None):
+        super().__init__()
+        spec = spec or HashGridSpec()
+        self.spec = spec
+        self.levels = hash_levels(spec)
+        self.n_features = spec.features_per_level
+        self.params = nn.Parameter(torch.empty(self.levels.n_entries * self.n_features).uniform_(-1e-4, 1e-4))
+        lv = self.levels
+        self.register_buffer("scale", torch.from_numpy(lv.scale).view(-1, 1, 1), persistent=False)
+        self.register_buffer("res", torch.from_numpy(lv.resolution).view(-1, 1, 1), persistent=False)
+        self.register_buffer("size", torch.from_numpy(lv.size).view(-1, 1, 1), persistent=False)
+        self.register_buffer("offset", torch.from_numpy(lv.offset).view(-1, 1, 1), persistent=False)
+        self.register_buffer("dense", torch.from_numpy(lv.dense).view(-1, 1, 1), persistent=False)
+        self.register_buffer("primes", torch.tensor(PRIMES, dtype=torch.long), persistent=False)
+        self.register_buffer("corners", CORNERS.clone(), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.spec.n_levels * self.n_features
+
+    def entry_index(self, grid: torch.Tensor) -> torch.Tensor:
+        """Integer grid corners ``[L, M, 8, 3]`` -> flat entry index ``[L, M, 8]``."""
+        r = self.res                                                             # [L,1,1]
+        dense_idx = grid[..., 0] + grid[..., 1] * r + grid[..., 2] * (r * r)
+        h = (grid * self.primes) & _U32
+        hashed = h[..., 0] ^ h[..., 1] ^ h[..., 2]
+        idx = torch.where(self.dense, dense_idx, hashed)
+        return idx % self.size + self.offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        pts = x.reshape(1, -1, 3)
+        pos = self.scale * pts + 0.5                                             # [L, M, 3]
+        base = torch.floor(pos)
+        frac = pos - base
+        grid = base.long().unsqueeze(2) + self.corners                           # [L, M, 8, 3]
+        w = torch.where(self.corners.bool(), frac.unsqueeze(2), 1.0 - frac.unsqueeze(2)).prod(-1)  # [L, M, 8]
+        table = self.params.view(-1, self.n_features)
+        feats = table.index_select(0, self.entry_index(grid).reshape(-1))
+        feats = feats.view(*w.shape, self.n_features)
+        out = (w.unsqueeze(-1) * feats).sum(2)                                   # [L, M, F]
+        return out.permute(1, 0, 2).reshape(*lead, self.out_dim)
+
+
+class HashGridField(Field):
+    """Hash grid on ``(xyz + 1) / 2`` -> MLP of the level features only (Instant-NGP).
+    Default: the main paper's HASH (4 levels, 2^12 entries, 2 features, resolution 16 -> 128,
+    ReLU 3 x 64, no biases)."""
+
+    family = "hashgrid"
+
+    def __init__(self, spec: ArchSpec | None = None):
+        spec = spec or default_spec("hashgrid")
+        super().__init__(spec)
+        self.grid = HashGridEncoding(spec.grid)
+        self.grid_dim = self.grid.out_dim
+
+    def grid_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        return self.grid((xyz + 1.0) * 0.5)
+
+    # -- tiny-cuda-nn interchange -------------------------------------------------
+    @classmethod
+    def from_tcnn(cls, params: torch.Tensor, config: dict | str, n_output_dims: int = 4) -> "HashGridField":
+        """Build from a ``tcnn.NetworkWithInputEncoding``'s flat ``params`` and its JSON config
+        (``{"encoding": {"otype": "HashGrid", ...}, "network": {"otype": "FullyFusedMLP", ...}}``).
+
+        tcnn stores the network first, then the encoding; the network has no biases, its
+        input is padded to a multiple of 16 with zeros and its output to a multiple of 16,
+        which are dropped here. The field takes xyz in [-1, 1] and feeds tcnn's [0, 1].
+        """
+        cfg = json.loads(config) if isinstance(config, str) else dict(config)
+        try:
+            enc, net = cfg["encoding"], cfg["network"]
+        except KeyError as exc:
+            raise SpecError(f"tcnn config needs 'encoding' and 'network' entries, missing {exc}") from None
+        if enc.get("otype", "HashGrid") not in ("HashGrid", "Grid"):
+            raise SpecError(f"only HashGrid encodings convert to HashGridField, got otype={enc.get('otype')!r}")
+        act = str(net.get("activation", "ReLU")).lower()
+        if act not in ("relu", "sine"):
+            raise SpecError(f"tcnn network activation {net.get('activation')!r} is not supported (ReLU, Sine)")
+        grid = HashGridSpec(n_levels=int(enc.get("n_levels", 16)), features_per_level=int(enc.get("n_features_per_level", 2)),
+                            log2_hashmap_size=int(enc.get("log2_hashmap_size", 19)),
+                            base_resolution=int(enc.get("base_resolution", 16)),
+                            per_level_scale=float(enc.get("per_level_scale", 2.0)))
+        mlp = MLPSpec(hidden_layers=int(net.get("n_hidden_layers", 2)), hidden_dim=int(net.get("n_neurons", 64)),
+                      activation=act, bias=False)
+        spec = ArchSpec(family="hashgrid", out_dim=n_output_dims, mlp=mlp, grid=grid, name=cfg.get("name", "tcnn-hash"))
+        field = cls(spec)
+        params = torch.as_tensor(params).detach().float().reshape(-1)
+        width, n_in = mlp.hidden_dim, field.grid.out_dim
+        in_pad, out_pad = _next_multiple(n_in, 16), _next_multiple(n_output_dims, 16)
+        shapes = [(width, in_pad)] + [(width, width)] * (mlp.hidden_layers - 1) + [(out_pad, width)]
+        n_net = sum(a * b for a, b in shapes)
+        n_enc = field.grid.params.numel()
+        if params.numel() != n_net + n_enc:
+            raise SpecError(f"tcnn params have {params.numel()} values, the config implies {n_net} network "
+                            f"+ {n_enc} encoding = {n_net + n_enc}")
+        with torch.no_grad():
+            chunks = torch.split(params[:n_net], [a * b for a, b in shapes])
+            for lin, chunk, (a, b) in zip(field.mlp.layers, chunks, shapes):
+                w = chunk.view(a, b)
+                lin.weight.copy_(w[: lin.out_features, : lin.in_features])
+            field.grid.params.copy_(params[n_net:])
+        return field

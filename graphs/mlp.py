@@ -1,0 +1,127 @@
+"""The MLP part every converter shares (Lim et al.), plus MLPField and plain ``nn.Sequential``.
+
+Counts for an MLP with ``n_in`` inputs, ``H`` hidden layers of width ``W`` and ``n_out`` outputs:
+nodes ``n_in + H*W + n_out (+ H + 1 bias nodes)``, edges = number of parameters.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from gmn_inr.fields import MLPField
+from gmn_inr.fields.encoding import FrequencyEncoding
+from gmn_inr.fields.mlp import Sine
+
+from . import layout as L
+from .graph import GraphBuilder, GraphError, ParameterGraph, edge_features, node_features
+from .registry import register_converter
+
+#: elementwise activation modules a plain nn.Sequential may contain
+ELEMENTWISE = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softplus: "softplus",
+               nn.GELU: "gelu", nn.SiLU: "silu", nn.LeakyReLU: "leaky_relu", nn.ELU: "elu", Sine: "sine",
+               nn.Identity: "identity"}
+
+
+def activation_name(module: nn.Module) -> Optional[str]:
+    """The activation code name of an elementwise module, or None if it is not one."""
+    named = getattr(module, "gmn_activation", None)
+    if isinstance(named, str):
+        return named
+    for cls, name in ELEMENTWISE.items():
+        if isinstance(module, cls):
+            return name
+    return None
+
+
+def encoding_input_nodes(builder: GraphBuilder, enc: FrequencyEncoding) -> torch.Tensor:
+    """Input neurons of a frequency encoding: each knows its axis, frequency and phase."""
+    pos = torch.nn.functional.one_hot(enc.axis, 3).float()
+    feats = node_features(enc.out_dim, L.NodeType.INPUT, layer=0, pos=pos, freq=enc.freq, phase=enc.phase)
+    return builder.add_nodes(feats)
+
+
+def raw_input_nodes(builder: GraphBuilder, n: int) -> torch.Tensor:
+    """Input neurons of an MLP fed raw coordinates: the first three are x, y, z."""
+    pos = torch.zeros(n, 3)
+    k = min(n, 3)
+    pos[torch.arange(k), torch.arange(k)] = 1.0
+    return builder.add_nodes(node_features(n, L.NodeType.INPUT, layer=0, pos=pos))
+
+
+def add_mlp(builder: GraphBuilder, input_ids: torch.Tensor, linears: Sequence[nn.Linear],
+            activations: Sequence[str]) -> torch.Tensor:
+    """Add the neurons, bias nodes and weight/bias edges of ``linears`` on top of ``input_ids``.
+
+    ``activations[k]`` is applied after ``linears[k]`` ("identity" for none). Weight ``W[o, i]``
+    of layer ``k`` becomes the edge ``i -> o`` in row-major order of ``W``; a bias gets its own
+    bias node per layer with an edge to each neuron. Returns the output neurons' ids.
+    """
+    prev = input_ids
+    n_layers = len(linears)
+    for k, (lin, act) in enumerate(zip(linears, activations), start=1):
+        w = lin.weight
+        n_out, n_in = w.shape
+        if n_in != prev.shape[0]:
+            raise GraphError(f"layer {k}: weight is [{n_out}, {n_in}] but the previous layer has {prev.shape[0]} neurons")
+        is_out = k == n_layers
+        ntype = L.NodeType.OUTPUT if is_out else L.NodeType.HIDDEN
+        outs = torch.arange(n_out) if is_out else None
+        ids = builder.add_nodes(node_features(n_out, ntype, layer=k, out=outs, act=act))
+        src = prev.repeat(n_out)                       # row-major: o slowest, i fastest
+        dst = ids.repeat_interleave(n_in)
+        builder.add_edges(src, dst, edge_features(w.reshape(-1), L.EdgeType.WEIGHT, layer=k, act=act))
+        if lin.bias is not None:
+            b = builder.add_nodes(node_features(1, L.NodeType.BIAS, layer=k))
+            builder.add_edges(b.expand(n_out), ids, edge_features(lin.bias, L.EdgeType.BIAS, layer=k, act=act))
+        prev = ids
+    return prev
+
+
+def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch.Tensor]) -> torch.Tensor:
+    """A field's MLP fed by ``cat(grid channels, frequency-encoding inputs)`` (the field's order)."""
+    inputs = []
+    if grid_channel_ids is not None:
+        inputs.append(grid_channel_ids)
+    if field.encoding is not None:
+        inputs.append(encoding_input_nodes(builder, field.encoding))
+    mlp = field.mlp
+    acts = [mlp.activation] * (len(mlp.layers) - 1) + ["identity"]
+    return add_mlp(builder, torch.cat(inputs), list(mlp.layers), acts)
+
+
+@register_converter(MLPField)
+def mlp_field_to_graph(field: MLPField) -> ParameterGraph:
+    """MLPField: encoding input nodes -> MLP (counts in the module docstring, ``n_in`` = encoding size)."""
+    b = GraphBuilder()
+    add_field_mlp(b, field, None)
+    return b.build(field.spec, field.spec.name or "MLP")
+
+
+@register_converter(nn.Sequential)
+def sequential_to_graph(seq: nn.Sequential) -> ParameterGraph:
+    """Any ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations (a user's own
+    ReLU MLP or SIREN). Raw inputs; the first three input neurons are taken as x, y, z."""
+    linears: list[nn.Linear] = []
+    acts: list[str] = []
+    for i, m in enumerate(seq):
+        if isinstance(m, nn.Linear):
+            linears.append(m)
+            acts.append("identity")
+            continue
+        name = activation_name(m)
+        if name is None:
+            raise GraphError(f"nn.Sequential item {i} ({type(m).__name__}) is neither nn.Linear nor an elementwise "
+                             "activation; register a converter for this module type with @register_converter")
+        if not linears:
+            raise GraphError(f"nn.Sequential item {i} ({type(m).__name__}) comes before any nn.Linear")
+        if acts[-1] != "identity":
+            raise GraphError(f"nn.Sequential item {i}: two activations in a row are not supported")
+        acts[-1] = name
+    if not linears:
+        raise GraphError("nn.Sequential holds no nn.Linear layer")
+    b = GraphBuilder()
+    inputs = raw_input_nodes(b, linears[0].in_features)
+    add_mlp(b, inputs, linears, acts)
+    return b.build(None, "Sequential")

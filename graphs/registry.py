@@ -1,0 +1,93 @@
+"""The converter registry: ``@register_converter(ModuleType)`` and ``to_graph(module)``.
+
+Third-party packages add architectures through the ``gmn_inr.graph_converters`` entry-point
+group: each entry point names a module (or object) whose import registers converters.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Dict, Type
+
+import torch
+from torch import nn
+
+ENTRY_POINT_GROUP = "gmn_inr.graph_converters"
+
+Converter = Callable[[nn.Module], "ParameterGraph"]  # noqa: F821
+_CONVERTERS: Dict[type, Converter] = {}
+_entry_points_loaded = False
+
+
+class UnregisteredArchitectureError(TypeError):
+    """``to_graph`` was given a module type no converter is registered for."""
+
+
+def register_converter(module_type: Type[nn.Module]) -> Callable[[Converter], Converter]:
+    """Decorator: ``@register_converter(MyField)`` over ``def convert(module) -> ParameterGraph``.
+
+    Registering a type twice warns and replaces the earlier converter (as timm does)."""
+    if not isinstance(module_type, type):
+        raise TypeError(f"register_converter takes a module class, got {module_type!r}")
+
+    def decorate(fn: Converter) -> Converter:
+        if module_type in _CONVERTERS and _CONVERTERS[module_type] is not fn:
+            warnings.warn(f"replacing the graph converter registered for {module_type.__qualname__}", stacklevel=2)
+        _CONVERTERS[module_type] = fn
+        return fn
+
+    return decorate
+
+
+def registered_types() -> list[type]:
+    return list(_CONVERTERS)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plug-in must not break the others
+            warnings.warn(f"graph converter plug-in {ep.name!r} ({ep.value}) failed to load: {exc}")
+
+
+def find_converter(module: nn.Module) -> Converter:
+    """The converter of ``type(module)`` or of its nearest registered base class."""
+    for attempt in range(2):
+        for cls in type(module).__mro__:
+            if cls in _CONVERTERS:
+                return _CONVERTERS[cls]
+        if attempt == 0:
+            _load_entry_points()
+    t = type(module)
+    raise UnregisteredArchitectureError(
+        f"no parameter-graph converter is registered for {t.__module__}.{t.__qualname__}. "
+        f"Write one in a file of your own:\n"
+        f"    from graphs import register_converter, ParameterGraph\n"
+        f"    @register_converter({t.__name__})\n"
+        f"    def convert(module) -> ParameterGraph: ...\n"
+        f"and import that file before calling to_graph (or expose it in the '{ENTRY_POINT_GROUP}' "
+        f"entry-point group of an installed package). Registered: "
+        f"{', '.join(c.__qualname__ for c in _CONVERTERS) or 'none'}.")
+
+
+def check_finite(module: nn.Module) -> None:
+    """Raise ValueError naming the first parameter that holds NaN or inf."""
+    for name, p in module.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(f"parameter {name!r} of {type(module).__name__} holds NaN or inf values")
+
+
+def to_graph(module: nn.Module):
+    """Convert ``module`` into a :class:`~graphs.ParameterGraph` through the registry."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"to_graph takes an nn.Module, got {type(module).__name__}")
+    converter = find_converter(module)
+    check_finite(module)
+    with torch.no_grad():
+        return converter(module).validate()

@@ -1,0 +1,57 @@
+"""Tri-plane converter (Lim et al.; main paper appendix A), with positions that cannot scramble.
+
+For planes ``[3, C, R, R]``, encoding size ``D`` and an MLP (``H`` x ``W``, ``n_out`` outputs):
+    nodes = 3 R^2 (cells) + C (channels) + D + H W + n_out (+ H + 1 bias nodes)
+    edges = 3 R^2 C + MLP parameters
+Edge ``(p, c, h, w)`` goes from the cell node of ``(p, h, w)`` to channel ``c`` and holds
+``planes[p, c, h, w]`` with that cell's position, so every value keeps its own place even
+for C > 1 (the anchor code's defect).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gmn_inr.fields import TriplaneField
+from gmn_inr.fields.triplane import PLANE_AXES
+
+from . import layout as L
+from .graph import GraphBuilder, ParameterGraph, edge_features, node_features
+from .mlp import add_field_mlp
+from .registry import register_converter
+
+
+def plane_cell_positions(resolution: int) -> torch.Tensor:
+    """``[3, R, R, 3]`` xyz of every cell ``(p, h, w)``: ``u`` (width) and ``v`` (height) on the
+    plane's two axes, as ``grid_sample(align_corners=False)`` reads them; 0 on the third."""
+    c = (2 * torch.arange(resolution, dtype=torch.float32) + 1) / resolution - 1
+    v, u = torch.meshgrid(c, c, indexing="ij")                         # [R(h), R(w)]
+    pos = torch.zeros(3, resolution, resolution, 3)
+    for p, (a, b) in enumerate(PLANE_AXES):  # three planes, not a loop over values
+        pos[p, :, :, a] = u
+        pos[p, :, :, b] = v
+    return pos
+
+
+def add_triplane(builder: GraphBuilder, planes: torch.Tensor) -> torch.Tensor:
+    """Cell and channel nodes plus one edge per plane value; returns the channel node ids."""
+    _, C, R, _ = planes.shape
+    level = math.log2(R)
+    pos = plane_cell_positions(R).reshape(-1, 3)                       # [3R^2, 3] in (p, h, w) order
+    cells = builder.add_nodes(node_features(3 * R * R, L.NodeType.PLANE_CELL, layer=-1, pos=pos, level=level))
+    chans = builder.add_nodes(node_features(C, L.NodeType.GRID_CHANNEL, layer=0, level=level))
+    # planes.flatten() is (p, c, h, w)-major; derive src/dst from the same index grid
+    p, c, hw = torch.meshgrid(torch.arange(3), torch.arange(C), torch.arange(R * R), indexing="ij")
+    cell = (p * R * R + hw).reshape(-1)
+    builder.add_edges(cells[cell], chans[c.reshape(-1)],
+                      edge_features(planes.reshape(-1), L.EdgeType.PLANE, layer=0, pos=pos[cell], level=level))
+    return chans
+
+
+@register_converter(TriplaneField)
+def triplane_to_graph(field: TriplaneField) -> ParameterGraph:
+    b = GraphBuilder()
+    chans = add_triplane(b, field.planes)
+    add_field_mlp(b, field, chans)
+    return b.build(field.spec, field.spec.name or "TRI")

@@ -1,0 +1,281 @@
+"""The Graph Meta-Network encoder: parameter graph(s) -> one embedding per graph.
+
+Lim et al.'s edge-updating message passing network (``EdgeMPNNDiT``, REFERENCE.md), as used by
+the main paper (appendix B): a pre-encoder of node and edge features, ``L`` residual blocks that
+update every directed edge from (source node, target node, edge) and every node from the mean of
+its incoming messages, then ``ReLU(Linear(edge features))`` mean-pooled over each graph's edges.
+
+Efficiency (the block is linear in edges, so edge work dominates). A linear map of a per-edge
+concatenation ``W [x_i; x_j; e_ij]`` equals ``W_s x_i + W_t x_j + W_e e_ij``; the node terms are
+projected once per *node* and then gathered per edge, so per edge only the ``W_e e`` products
+remain (3 H x H products per block instead of 6, and no ``[E, 3H]`` concatenation copies).
+:class:`ConcatGMNLayer` is the plain per-edge-concatenation block kept as a reference: it
+computes the same function (see :meth:`ConcatGMNLayer.from_efficient`) and
+``benchmarks/encoder_speed.py`` times the two side by side.
+
+Symmetry. No feature depends on a hidden neuron's index (graphs/layout.py has none), message
+aggregation is a mean, and pooling is a mean, so permuting the hidden neurons of an INR (and its
+weights accordingly) leaves the embedding unchanged up to float rounding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from graphs.layout import (E_TYPE, E_VALUE, EDGE_DIM, N_TYPE, NODE_DIM, NUM_EDGE_TYPES,
+                           NUM_NODE_TYPES)
+
+_NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
+_EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Sizes of a :class:`GMNEncoder`; stored in checkpoints so an encoder can be rebuilt."""
+
+    hidden: int = 128          #: node and edge feature width inside the network
+    layers: int = 4            #: number of message-passing blocks
+    embed_dim: int = 1024      #: output embedding size (readout width)
+    value_freqs: int = 64      #: learned sinusoidal features of each edge's parameter value
+    efficient: bool = True     #: project-then-gather block (False: plain concatenation block)
+
+    def validate(self) -> None:
+        for k in ("hidden", "layers", "embed_dim", "value_freqs"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"EncoderConfig.{k} must be >= 1, got {getattr(self, k)}")
+
+
+#: named sizes: the paper's (GPU), one that trains in minutes on 2 CPU cores, one for tests
+PRESETS: dict[str, EncoderConfig] = {
+    "paper": EncoderConfig(hidden=128, layers=4, embed_dim=1024, value_freqs=64),
+    "cpu": EncoderConfig(hidden=64, layers=3, embed_dim=256, value_freqs=32),
+    "tiny": EncoderConfig(hidden=16, layers=2, embed_dim=32, value_freqs=8),
+}
+
+
+class GMNLayer(nn.Module):
+    """One residual edge/node block, computed efficiently (project per node, gather per edge).
+
+    For edge ``i -> j`` (``LN`` = LayerNorm, shared per block for nodes and for edges):
+    ``e' = ReLU(W1 [LN x_i; LN x_j; LN e])``, ``m = ReLU(W2 [LN x_i; e'])``,
+    ``a_j = mean_i m_ij``, ``x' = ReLU(W3 [LN x_j; a_j])``,
+    ``x <- x + Wx SiLU(x')``, ``e <- e + We SiLU(e')``.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        h = hidden
+        self.hidden = h
+        self.ln_x = nn.LayerNorm(h)
+        self.ln_e = nn.LayerNorm(h)
+        # node-side parts of W1 (source, target) and W2 (source), one product per node
+        self.node_proj = nn.Linear(h, 3 * h, bias=False)
+        self.edge_w1 = nn.Linear(h, h)        # edge part of W1 (+ W1's bias)
+        self.edge_w2 = nn.Linear(h, h)        # e' part of W2 (+ W2's bias)
+        self.node_upd = nn.Linear(2 * h, h)   # W3: per node, cheap
+        self.node_out = nn.Linear(h, h)
+        self.edge_out = nn.Linear(h, h)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
+                inv_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [N, H]``, ``e [E, H]``, ``src, dst [E]`` long, ``inv_deg [N, 1]`` -> new ``(x, e)``."""
+        h = self.hidden
+        xn = self.ln_x(x)
+        proj = self.node_proj(xn)                                  # [N, 3H] = [W1s x | W2s x | W1t x]
+        from_src = proj[:, : 2 * h].index_select(0, src)           # [E, 2H], one gather for both
+        to_dst = proj[:, 2 * h:].index_select(0, dst)              # [E, H]
+        # addmm fuses "node terms + edge product + bias" into the matmul's output buffer
+        e1 = torch.addmm(self.edge_w1.bias, self.ln_e(e), self.edge_w1.weight.t())
+        e1 = torch.relu_(e1.add_(from_src[:, :h]).add_(to_dst))
+        m = torch.addmm(self.edge_w2.bias, e1, self.edge_w2.weight.t())
+        m = torch.relu_(m.add_(from_src[:, h:]))
+        agg = x.new_zeros(x.shape[0], h).index_add_(0, dst, m) * inv_deg     # mean of incoming
+        x1 = torch.relu(self.node_upd(torch.cat([xn, agg], dim=-1)))
+        x = x + self.node_out(F.silu(x1))
+        e = e + self.edge_out(F.silu(e1))
+        return x, e
+
+
+class ConcatGMNLayer(nn.Module):
+    """The same block written plainly: concatenate ``(x_src, x_dst, e)`` per edge, then an MLP.
+
+    Reference for tests and ``benchmarks/encoder_speed.py``; ~2x the FLOPs of :class:`GMNLayer`.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        h = hidden
+        self.hidden = h
+        self.ln_x = nn.LayerNorm(h)
+        self.ln_e = nn.LayerNorm(h)
+        self.w1 = nn.Linear(3 * h, h)
+        self.w2 = nn.Linear(2 * h, h)
+        self.node_upd = nn.Linear(2 * h, h)
+        self.node_out = nn.Linear(h, h)
+        self.edge_out = nn.Linear(h, h)
+
+    @classmethod
+    def from_efficient(cls, layer: GMNLayer) -> "ConcatGMNLayer":
+        """A plain block computing exactly ``layer``'s function (weights copied and re-arranged)."""
+        h = layer.hidden
+        out = cls(h)
+        wp = layer.node_proj.weight.detach()          # [3H, H]: rows W1s, W2s, W1t
+        with torch.no_grad():
+            out.w1.weight.copy_(torch.cat([wp[:h], wp[2 * h:], layer.edge_w1.weight], dim=1))
+            out.w1.bias.copy_(layer.edge_w1.bias)
+            out.w2.weight.copy_(torch.cat([wp[h:2 * h], layer.edge_w2.weight], dim=1))
+            out.w2.bias.copy_(layer.edge_w2.bias)
+            for name in ("ln_x", "ln_e", "node_upd", "node_out", "edge_out"):
+                getattr(out, name).load_state_dict(getattr(layer, name).state_dict())
+        return out
+
+    def forward(self, x, e, src, dst, inv_deg):
+        """Same signature and result as :meth:`GMNLayer.forward`."""
+        xn = self.ln_x(x)
+        e1 = torch.relu(self.w1(torch.cat([xn[src], xn[dst], self.ln_e(e)], dim=-1)))
+        m = torch.relu(self.w2(torch.cat([xn[src], e1], dim=-1)))
+        agg = x.new_zeros(x.shape[0], self.hidden).index_add_(0, dst, m) * inv_deg
+        x1 = torch.relu(self.node_upd(torch.cat([xn, agg], dim=-1)))
+        return x + self.node_out(F.silu(x1)), e + self.edge_out(F.silu(e1))
+
+
+class GMNEncoder(nn.Module):
+    """Graph Meta-Network: a torch_geometric ``Batch`` of parameter graphs -> ``[num_graphs, D]``.
+
+    ``GMNEncoder()`` has the paper's sizes (hidden 128, 4 blocks, embedding 1024);
+    ``GMNEncoder.from_preset("cpu" | "paper" | "tiny")`` gives named sizes.
+    """
+
+    def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
+                 value_freqs: int = 64, efficient: bool = True):
+        super().__init__()
+        self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient)
+        self.config.validate()
+        h = hidden
+        # pre-encoder: type codes through embedding tables, the scaled columns through a
+        # linear map plus learned sinusoids (Lim et al. use sin(Linear(.)) of each feature)
+        self.node_type = nn.Embedding(NUM_NODE_TYPES, h)
+        self.node_sin = nn.Linear(len(_NODE_REST), h)
+        self.node_lin = nn.Linear(len(_NODE_REST) + h, h)
+        self.edge_type = nn.Embedding(NUM_EDGE_TYPES, h)
+        self.value_sin = nn.Linear(1, value_freqs)
+        self.edge_sin = nn.Linear(len(_EDGE_REST), h)
+        self.edge_lin = nn.Linear(1 + value_freqs + len(_EDGE_REST) + h, h)
+        with torch.no_grad():
+            # parameter values span orders of magnitude (hash features ~1e-3, sine weights ~1):
+            # start the value frequencies log-spaced over [1, 300] so small values are resolved
+            f = torch.logspace(0, math.log10(300.0), value_freqs)
+            sign = torch.where(torch.arange(value_freqs) % 2 == 0, 1.0, -1.0)
+            self.value_sin.weight.copy_((f * sign).unsqueeze(1))
+            self.value_sin.bias.uniform_(-math.pi, math.pi)
+        block = GMNLayer if efficient else ConcatGMNLayer
+        self.blocks = nn.ModuleList([block(h) for _ in range(layers)])
+        self.readout = nn.Linear(h, embed_dim)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "GMNEncoder":
+        """``"paper"`` (128/4/1024), ``"cpu"`` (64/3/256) or ``"tiny"`` (16/2/32); keyword overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown encoder preset {name!r}; known: {', '.join(PRESETS)}")
+        return cls(**{**asdict(PRESETS[name]), **overrides})
+
+    @classmethod
+    def from_config(cls, config: dict | EncoderConfig) -> "GMNEncoder":
+        d = asdict(config) if isinstance(config, EncoderConfig) else dict(config)
+        unknown = set(d) - set(asdict(EncoderConfig()))
+        if unknown:
+            raise ValueError(f"unknown encoder config keys {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    # -- input checks ------------------------------------------------------------------
+    @staticmethod
+    def _check(x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != NODE_DIM:
+            raise ValueError(f"node features must be [N, {NODE_DIM}] (graphs/layout.py), got {tuple(x.shape)}")
+        if edge_attr.dim() != 2 or edge_attr.shape[1] != EDGE_DIM:
+            raise ValueError(f"edge features must be [E, {EDGE_DIM}] (graphs/layout.py), got {tuple(edge_attr.shape)}")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_index.shape[1] != edge_attr.shape[0]:
+            raise ValueError(f"edge_index must be [2, E] with E = {edge_attr.shape[0]}, got {tuple(edge_index.shape)}")
+        if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
+            raise ValueError(f"edge_index refers to nodes outside [0, {x.shape[0]})")
+        for name, col, n in (("node type", x[:, N_TYPE], NUM_NODE_TYPES), ("edge type", edge_attr[:, E_TYPE], NUM_EDGE_TYPES)):
+            if col.numel() and (float(col.min()) < 0 or float(col.max()) >= n):
+                raise ValueError(f"{name} codes must lie in [0, {n}), got [{float(col.min())}, {float(col.max())}]")
+
+    # -- forward -------------------------------------------------------------------------
+    def encode_nodes(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-encoder of node features: ``[N, NODE_DIM] -> [N, H]``."""
+        rest = x[:, _NODE_REST]
+        h = self.node_lin(torch.cat([rest, torch.sin(self.node_sin(rest))], dim=-1))
+        return h + self.node_type(x[:, N_TYPE].long())
+
+    def encode_edges(self, edge_attr: torch.Tensor) -> torch.Tensor:
+        """Pre-encoder of edge features: ``[E, EDGE_DIM] -> [E, H]``."""
+        value = edge_attr[:, E_VALUE:E_VALUE + 1]
+        rest = edge_attr[:, _EDGE_REST]
+        feats = torch.cat([value, torch.sin(self.value_sin(value)), rest, torch.sin(self.edge_sin(rest))], dim=-1)
+        return self.edge_lin(feats) + self.edge_type(edge_attr[:, E_TYPE].long())
+
+    def forward(self, batch) -> torch.Tensor:
+        """``batch``: a torch_geometric ``Batch`` (or one ``Data``) with ``x [N, 10]``,
+        ``edge_index [2, E]``, ``edge_attr [E, 9]`` (and ``batch [N]``) -> ``[num_graphs, D]``."""
+        x, edge_index, edge_attr = batch.x, batch.edge_index, batch.edge_attr
+        self._check(x, edge_index, edge_attr)
+        node_graph = getattr(batch, "batch", None)
+        if node_graph is None:
+            node_graph = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            num_graphs = 1
+        else:
+            num_graphs = int(batch.num_graphs)
+        dtype = self.readout.weight.dtype            # graphs are float32; follow the encoder's dtype
+        x = x.to(dtype)
+        edge_attr = edge_attr.to(dtype)
+        src, dst = edge_index[0], edge_index[1]
+        deg = torch.bincount(dst, minlength=x.shape[0]).clamp_min(1)
+        inv_deg = (1.0 / deg.to(x.dtype)).unsqueeze(1)            # nodes without inputs get a = 0
+        h = self.encode_nodes(x)
+        e = self.encode_edges(edge_attr)
+        for block in self.blocks:
+            h, e = block(h, e, src, dst, inv_deg)
+        # readout: mean over each graph's edges of ReLU(Linear(e))
+        edge_graph = node_graph.index_select(0, src)
+        out = torch.relu(self.readout(e))
+        pooled = out.new_zeros(num_graphs, out.shape[1]).index_add_(0, edge_graph, out)
+        n_edges = torch.bincount(edge_graph, minlength=num_graphs).clamp_min(1).to(out.dtype)
+        return pooled / n_edges.unsqueeze(1)
+
+    def to_plain(self) -> "GMNEncoder":
+        """A copy whose blocks are :class:`ConcatGMNLayer` computing the same function."""
+        plain = GMNEncoder(**{**asdict(self.config), "efficient": False})
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("blocks.")}
+        plain.load_state_dict(state, strict=False)
+        for i, blk in enumerate(self.blocks):
+            plain.blocks[i] = ConcatGMNLayer.from_efficient(blk)
+        return plain.to(next(self.parameters()).device)
+
+
+def batch_graphs(graphs: Iterable[Any], device: Optional[torch.device | str] = None):
+    """Parameter graphs (or PyG ``Data``) -> one torch_geometric ``Batch`` on ``device``."""
+    from torch_geometric.data import Batch, Data   # imported here: torch_geometric is slow to import
+
+    data = []
+    for g in graphs:
+        if isinstance(g, Data):
+            data.append(g)
+        elif hasattr(g, "to_pyg"):
+            data.append(g.to_pyg())
+        else:
+            raise TypeError(f"expected a ParameterGraph or torch_geometric Data, got {type(g).__name__}")
+    if not data:
+        raise ValueError("batch_graphs needs at least one graph")
+    b = Batch.from_data_list(data)
+    return b.to(device) if device is not None else b

@@ -21,7 +21,7 @@ SUBCOMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="gmn-inr", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="gmn-inr", description="Embeddings of implicit neural representations of any architecture.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)

@@ -10,11 +10,11 @@ def test_classifier_learns_separable_classes_and_generalises():
     centres = torch.randn(4, 16, generator=g) * 3
     y = torch.arange(200) % 4
     z = centres[y] + torch.randn(200, 16, generator=g)
-    model = train_classifier(z[:150], y[:150], 4, ClassifierConfig(epochs=30, hidden=(64, 32, 16)))
+    model = train_classifier(z[:150], y[:150], 4, ClassifierConfig(epochs=60, batch_size=32, hidden=(64, 32, 16)))
     assert accuracy(model, z[150:], y[150:]) > 0.9
     # labels with no relation to z cannot be learned beyond chance on held-out data
     y_rand = torch.randint(0, 4, (200,), generator=g)
-    model = train_classifier(z[:150], y_rand[:150], 4, ClassifierConfig(epochs=30, hidden=(64, 32, 16)))
+    model = train_classifier(z[:150], y_rand[:150], 4, ClassifierConfig(epochs=60, batch_size=32, hidden=(64, 32, 16)))
     assert accuracy(model, z[150:], y_rand[150:]) < 0.6
 
 

@@ -60,8 +60,8 @@ def l2_alignment(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 # -- rendering ---------------------------------------------------------------------------
 def rendering_loss(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, target_acc: torch.Tensor,
                    fg_weight: float = 0.8, bg_weight: float = 0.2, fg_threshold: float = 0.5,
-                   beta: float = 1.0) -> torch.Tensor:
-    """nf2vec's rendering loss, per INR, averaged over INRs.
+                   beta: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+    """nf2vec's rendering loss, per INR, averaged over INRs (``reduction="none"``: ``[B]``).
 
     ``pred_rgb, target_rgb [B, R, 3]`` (decoder's and input NeRF's colours of the same rays),
     ``target_acc [B, R]`` (input NeRF's opacity). A ray is foreground when the input NeRF's opacity
@@ -76,7 +76,16 @@ def rendering_loss(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, target_acc:
     bg = 1.0 - fg
     fg_term = (per_ray * fg).sum(-1) / fg.sum(-1).clamp_min(1.0)
     bg_term = (per_ray * bg).sum(-1) / bg.sum(-1).clamp_min(1.0)
-    return (fg_weight * fg_term + bg_weight * bg_term).mean()
+    per_inr = fg_weight * fg_term + bg_weight * bg_term
+    return _reduce(per_inr, reduction)
+
+
+def _reduce(per_inr: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return per_inr
+    if reduction == "mean":
+        return per_inr.mean()
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 # -- implicit functions ------------------------------------------------------------------
@@ -105,8 +114,9 @@ def convert_target(values: torch.Tensor, source: str, target: str) -> torch.Tens
                      f"teachers for {target!r} (or teachers of that function)")
 
 
-def implicit_loss(pred: torch.Tensor, target: torch.Tensor, function: str) -> torch.Tensor:
-    """Reconstruction of an implicit function at query points: ``pred, target [B, P]`` -> scalar.
+def implicit_loss(pred: torch.Tensor, target: torch.Tensor, function: str, reduction: str = "mean") -> torch.Tensor:
+    """Reconstruction of an implicit function at query points: ``pred, target [B, P]`` -> scalar
+    (``reduction="none"``: per INR, ``[B]``).
 
     sdf / udf: L1 between values clamped to ``±SDF_CLAMP``; occupancy: binary cross-entropy of the
     decoder's logit against the teacher's probability ``sigmoid(target logit)``.
@@ -114,9 +124,11 @@ def implicit_loss(pred: torch.Tensor, target: torch.Tensor, function: str) -> to
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if function in ("sdf", "udf"):
-        return (pred.clamp(-SDF_CLAMP, SDF_CLAMP) - target.clamp(-SDF_CLAMP, SDF_CLAMP)).abs().mean()
+        err = (pred.clamp(-SDF_CLAMP, SDF_CLAMP) - target.clamp(-SDF_CLAMP, SDF_CLAMP)).abs()
+        return _reduce(err.mean(dim=-1), reduction)
     if function == "occupancy":
-        return F.binary_cross_entropy_with_logits(pred, torch.sigmoid(target))
+        err = F.binary_cross_entropy_with_logits(pred, torch.sigmoid(target), reduction="none")
+        return _reduce(err.mean(dim=-1), reduction)
     raise ValueError(f"implicit_loss handles sdf / udf / occupancy, got {function!r}")
 
 

@@ -1,0 +1,143 @@
+"""Baselines the benchmarks put beside gmn_inr's direct embedding.
+
+- :class:`FlatWeightsNet` (nf2vec / inr2vec style): the INR's parameters flattened into one
+  vector, read by an MLP. It exists for ONE architecture only: another architecture's vector
+  has another length (and meaning), so it cannot be embedded at all.
+- conversion (INRet's comparison): evaluate the INR on a voxel grid (:func:`sample_grid`), then
+  a small 3D CNN (:class:`VoxelNet`). Architecture-agnostic, but it pays for sampling.
+- distillation (INRet): fit a supported architecture to an unsupported INR's outputs
+  (:func:`distill`), then embed the copy. Pays for a fit per INR.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gmn_inr.fields import ArchSpec, build_field
+
+
+def flat_parameters(field: nn.Module) -> torch.Tensor:
+    """All parameters of ``field`` in ``parameters()`` order, ``[P]``."""
+    return torch.cat([p.detach().reshape(-1) for p in field.parameters()])
+
+
+class FlatWeightsNet(nn.Module):
+    """``[B, P] -> [B, n_out]``: an MLP over flattened weights (one fixed ``P``)."""
+
+    def __init__(self, n_params: int, n_out: int, hidden: int = 512):
+        super().__init__()
+        self.n_params = n_params
+        self.net = nn.Sequential(nn.LayerNorm(n_params), nn.Linear(n_params, hidden), nn.ReLU(), nn.Dropout(0.2),
+                                 nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, n_out))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if w.shape[-1] != self.n_params:
+            raise ValueError(f"FlatWeightsNet reads {self.n_params} parameters, got {w.shape[-1]}: "
+                             "a flat-weights encoder handles one architecture only")
+        return self.net(w)
+
+
+@torch.no_grad()
+def sample_grid(field: nn.Module, res: int = 16, function: str = "radiance") -> torch.Tensor:
+    """The INR's values on a ``res^3`` grid of voxel centres: ``[C, res, res, res]``.
+
+    Radiance: ``[sigmoid rgb * occupancy-ish alpha, density]`` (C=4, density squashed by
+    ``1 - exp(-sigma)``); implicit functions: the raw value (C=1), sdf/udf clamped to [-1, 1]."""
+    from gmn_inr.fields.activations import radiance_from_raw
+
+    c = (torch.arange(res, dtype=torch.float32) + 0.5) / res * 2 - 1
+    xyz = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+    raw = field(xyz)
+    if function == "radiance":
+        rgb, sigma = radiance_from_raw(raw)
+        a = 1 - torch.exp(-sigma.clamp(min=0))
+        vals = torch.cat([rgb * a.unsqueeze(-1), a.unsqueeze(-1)], -1)
+    elif function == "occupancy":
+        vals = torch.sigmoid(raw)
+    else:
+        vals = raw.clamp(-1, 1)
+    return vals.t().reshape(-1, res, res, res)
+
+
+class VoxelNet(nn.Module):
+    """``[B, C, R, R, R] -> [B, n_out]``: a small 3D CNN (the conversion baseline's encoder)."""
+
+    def __init__(self, in_ch: int, n_out: int, width: int = 16):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv3d(in_ch, w, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
+            nn.Conv3d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
+            nn.Conv3d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+            nn.Linear(4 * w, n_out))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.net(v)
+
+
+@dataclass
+class SupervisedConfig:
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    seed: int = 0
+
+
+def train_supervised(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                     cfg: SupervisedConfig | None = None) -> nn.Module:
+    """Cross-entropy training of ``model`` on ``inputs [N, ...]`` / ``labels [N]`` (AdamW, one-cycle)."""
+    cfg = cfg or SupervisedConfig()
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(1, (inputs.shape[0] + cfg.batch_size - 1) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+    model.train()
+    for _ in range(cfg.epochs):
+        order = torch.randperm(inputs.shape[0], generator=g)
+        for i in range(steps):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            loss = F.cross_entropy(model(inputs[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(inputs[i:i + batch_size]).argmax(-1) for i in range(0, inputs.shape[0], batch_size)])
+
+
+def distill(teacher: nn.Module, student_spec: ArchSpec, steps: int = 300, n_points: int = 2048,
+            lr: float = 5e-3, seed: int = 0) -> nn.Module:
+    """Fit a fresh ``student_spec`` field to ``teacher``'s raw outputs at random points in
+    [-1,1]^3 plus points near the teacher's surface/density (INRet's distillation)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    student = build_field(student_spec)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    for _ in range(steps):
+        x = torch.rand(n_points, 3, generator=gen) * 2 - 1
+        with torch.no_grad():
+            target = teacher(x)
+        loss = F.mse_loss(student(x), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return student.eval()
+
+
+def class_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((pred == labels).float().mean()) if labels.numel() else float("nan")
+
+
+def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(list(tensors)) if len(tensors) else torch.zeros(0)

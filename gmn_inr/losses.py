@@ -135,7 +135,7 @@ def implicit_loss(pred: torch.Tensor, target: torch.Tensor, function: str, reduc
 @torch.no_grad()
 def implicit_query_points(teacher: Callable[[torch.Tensor], torch.Tensor], n_points: int,
                           generator: Optional[torch.Generator] = None, near_fraction: float = 0.5,
-                          pool_factor: int = 4, jitter: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+                          pool_factor: int = 16, jitter: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """Query points near and away from a teacher's surface, and the teacher's values there.
 
     ``n_points * (1 - near_fraction)`` points are uniform in [-1, 1]^3. The rest are found from

@@ -45,10 +45,12 @@ def tiny_records(n_objects=4, archs=("MLP", "HASH"), function="radiance", seed=0
             torch.manual_seed(seed * 100003 + j * 101 + a)
             f = build_field(arch_spec_for(name, out_dim_of(function), "tiny"))
             with torch.no_grad():
+                if hasattr(f, "grid") and hasattr(f.grid, "params"):
+                    f.grid.params.uniform_(-1.0, 1.0)      # tcnn's 1e-4 init would make a constant field
                 last = f.mlp.layers[-1]
                 # object j's output offset, shared by its architectures: a visible per-object signal
                 shift = torch.linspace(-1.5, 1.5, n_objects)[j]
-                last.weight.mul_(3.0)
+                last.weight.mul_(10.0)   # default inits give near-constant outputs
                 if last.bias is not None:
                     last.bias.add_(shift)
                 else:

@@ -1,0 +1,153 @@
+"""Embedding INRs with a trained encoder: :class:`Embedder` and ``gmn-inr embed``.
+
+Anything with a parameter graph embeds directly — a field (any ``nn.Module`` with a registered
+converter), a :class:`~graphs.ParameterGraph`, a torch_geometric ``Data``, or a zoo record
+(anything with ``.graph()``) — with no distillation, rendering or point sampling. Checkpoints are
+read with safetensors only; nothing is unpickled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from gmn_inr.encoder import GMNEncoder, batch_graphs
+
+
+def _as_graph(item: Any):
+    """One item -> a ParameterGraph or PyG Data (converted only when its batch is embedded)."""
+    if hasattr(item, "edge_index") and hasattr(item, "edge_attr"):     # ParameterGraph or PyG Data
+        return item
+    if isinstance(item, nn.Module):
+        from graphs import to_graph
+
+        return to_graph(item)
+    if callable(getattr(item, "graph", None)):                            # zoo record
+        return item.graph()
+    if isinstance(item, (str, Path)):
+        return _graph_of_file(Path(item))
+    raise TypeError(f"cannot embed a {type(item).__name__}: give a field (nn.Module with a registered "
+                    f"converter), a ParameterGraph, a torch_geometric Data, a zoo record or a stored INR file")
+
+
+def _graph_of_file(path: Path):
+    """A stored INR file of the zoo (safetensors with its ArchSpec in the metadata)."""
+    try:
+        from gmn_inr.zoo import store as zoo_store
+    except ImportError as exc:
+        raise TypeError(f"cannot read INR file {path}: gmn_inr.zoo is not available ({exc})") from None
+    loader = getattr(zoo_store, "load_record", None) or getattr(zoo_store, "read_inr", None)
+    if loader is None:
+        raise TypeError(f"cannot read INR file {path}: gmn_inr.zoo.store has no load_record()")
+    return _as_graph(loader(path))
+
+
+class Embedder:
+    """``Embedder(encoder).embed(items) -> Tensor[N, D]`` (batched, no autograd, CPU or GPU)."""
+
+    def __init__(self, encoder: GMNEncoder, device: Optional[str | torch.device] = None, batch_size: int = 16):
+        if not isinstance(encoder, GMNEncoder):
+            raise TypeError(f"Embedder needs a GMNEncoder, got {type(encoder).__name__}")
+        self.device = torch.device(device) if device is not None else next(encoder.parameters()).device
+        self.encoder = encoder.to(self.device).eval()
+        self.batch_size = int(batch_size)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.embed_dim
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: Optional[str | torch.device] = None,
+                        batch_size: int = 16) -> "Embedder":
+        """Load the encoder of a training checkpoint (``gmn-inr train --out DIR``: the directory or
+        its ``checkpoint.safetensors``) or of :meth:`save`. Raises
+        :class:`~gmn_inr.train.CheckpointError` naming the problem for foreign or mis-shaped files."""
+        from gmn_inr.train import CheckpointError, load_state_strict, read_checkpoint
+
+        meta, tensors = read_checkpoint(path)
+        try:
+            encoder = GMNEncoder.from_config(json.loads(meta["encoder"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: no usable encoder config in the checkpoint metadata ({exc})") from None
+        prefix = "model/encoder."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f"{path}: the checkpoint holds no encoder tensors ('{prefix}*')")
+        load_state_strict(encoder, state, f"encoder of checkpoint {path}")
+        return cls(encoder, device=device, batch_size=batch_size)
+
+    def save(self, path: str | Path) -> Path:
+        """Write an encoder-only checkpoint that :meth:`from_checkpoint` reads (atomically)."""
+        from safetensors.torch import save
+
+        from gmn_inr.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _atomic_write_bytes
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model/encoder.{k}": v.detach().cpu().contiguous().clone()
+                   for k, v in self.encoder.state_dict().items()}
+        meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": "0",
+                "encoder": json.dumps(asdict(self.encoder.config))}
+        _atomic_write_bytes(path, save(tensors, metadata=meta))
+        return path
+
+    @torch.no_grad()
+    def embed(self, items: Iterable[Any] | Any, batch_size: Optional[int] = None, progress: bool = False) -> torch.Tensor:
+        """Embeddings ``[N, D]`` (on CPU) of ``items``, in order. A single item gives ``[1, D]``."""
+        if not isinstance(items, (list, tuple)) and (isinstance(items, (nn.Module, str, Path))
+                                                      or hasattr(items, "edge_index") or hasattr(items, "graph")):
+            items = [items]
+        items = list(items)
+        if not items:
+            return torch.zeros(0, self.embed_dim)
+        bs = int(batch_size or self.batch_size)
+        chunks = range(0, len(items), bs)
+        if progress:
+            from tqdm import tqdm
+            chunks = tqdm(chunks, desc="embed", unit="batch")
+        out = []
+        for i in chunks:
+            batch = batch_graphs([_as_graph(it) for it in items[i:i + bs]], device=self.device)
+            out.append(self.encoder(batch).float().cpu())
+        return torch.cat(out, dim=0)
+
+    __call__ = embed
+
+
+# -- CLI -------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="INR zoo directory")
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (file or --out directory)")
+    p.add_argument("--out", required=True, help="output .safetensors with 'embeddings' [N, D] and 'labels' [N]")
+    p.add_argument("--split", default=None, help="only this split (train | val | test)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safetensors.torch import save
+
+    from gmn_inr.train import _atomic_write_bytes
+    from gmn_inr.zoo import open_store
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size)
+    store = open_store(args.store)
+    records = [r for r in store if args.split is None or getattr(r, "split", None) == args.split]
+    if not records:
+        raise SystemExit(f"no INRs in {args.store}" + (f" with split {args.split!r}" if args.split else ""))
+    z = emb.embed(records, progress=True)
+    labels = torch.tensor([int(getattr(r, "label", -1)) for r in records], dtype=torch.long)
+    info = [{k: str(getattr(r, k, "")) for k in ("object_id", "arch", "family", "function", "split",
+                                                   "class_name", "path")} for r in records]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(out, save({"embeddings": z.contiguous(), "labels": labels},
+                                  metadata={"records": json.dumps(info), "checkpoint": str(args.checkpoint)}))
+    print(f"wrote {tuple(z.shape)} embeddings of {len(records)} INRs to {out}")
+    return 0

@@ -1,0 +1,149 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gmn_inr.decoder import ConditionalDecoder
+from gmn_inr.embedder import Embedder
+from gmn_inr.encoder import GMNEncoder, batch_graphs
+from gmn_inr.fields import arch_spec_for, build_field
+from graphs import to_graph
+
+
+def _field(name, preset="tiny", out_dim=4, seed=0):
+    torch.manual_seed(seed)
+    f = build_field(arch_spec_for(name, out_dim, preset))
+    with torch.no_grad():                      # move every parameter off its init distribution
+        for p in f.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return f
+
+
+def _permute_hidden(field, seed):
+    """The same function with every hidden layer's neurons permuted (rows of W_k, columns of W_k+1)."""
+    f = copy.deepcopy(field)
+    g = torch.Generator().manual_seed(seed)
+    layers = f.mlp.layers
+    with torch.no_grad():
+        for k in range(len(layers) - 1):
+            p = torch.randperm(layers[k].out_features, generator=g)
+            layers[k].weight.copy_(layers[k].weight[p])
+            if layers[k].bias is not None:
+                layers[k].bias.copy_(layers[k].bias[p])
+            layers[k + 1].weight.copy_(layers[k + 1].weight[:, p])
+    return f
+
+
+@pytest.mark.parametrize("name", ["MLP", "TRI", "HASH", "OCT"])
+def test_embedding_invariant_to_hidden_permutations(name):
+    field = _field(name)
+    perm = _permute_hidden(field, seed=1)
+    x = torch.rand(16, 3) * 2 - 1
+    assert torch.allclose(field(x), perm(x), atol=1e-5)                      # same function
+    g0, g1 = to_graph(field), to_graph(perm)
+    assert not torch.equal(g0.edge_attr, g1.edge_attr)                       # different weights order
+    enc = GMNEncoder.from_preset("tiny").eval()
+    with torch.no_grad():
+        z = enc(batch_graphs([g0, g1]))
+    assert (z[0] - z[1]).abs().max() < 1e-5
+    # ...and not invariant to a change of the function
+    other = _field(name, seed=5)
+    with torch.no_grad():
+        z2 = enc(batch_graphs([to_graph(other)]))
+    assert (z[0] - z2[0]).abs().max() > 1e-4
+
+
+def test_batching_invariance():
+    graphs = [to_graph(_field(n, seed=i)) for i, n in enumerate(["MLP", "TRI", "HASH", "OCT"])]
+    enc = GMNEncoder.from_preset("tiny").eval()
+    with torch.no_grad():
+        together = enc(batch_graphs(graphs))
+        alone = torch.cat([enc(batch_graphs([g])) for g in graphs])
+        single_data = enc(graphs[2].to_pyg())                 # a Data without .batch is one graph
+        reordered = enc(batch_graphs(graphs[::-1])).flip(0)
+    assert together.shape == (4, 32)
+    assert torch.allclose(together, alone, atol=1e-6)
+    assert torch.allclose(single_data[0], alone[2], atol=1e-6)
+    assert torch.allclose(reordered, together, atol=1e-6)
+
+
+def test_efficient_block_equals_plain_block():
+    enc = GMNEncoder(hidden=24, layers=3, embed_dim=40, value_freqs=8).double()
+    plain = enc.to_plain().double()
+    b = batch_graphs([to_graph(_field("TRI")), to_graph(_field("MLP"))])
+    out, ref = enc(b), plain(b)
+    assert torch.allclose(out, ref, atol=1e-10)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    # the gradient of W_e (edge part of W1) is the matching column block of the plain W1's gradient
+    h = 24
+    assert torch.allclose(enc.blocks[0].edge_w1.weight.grad, plain.blocks[0].w1.weight.grad[:, 2 * h:], atol=1e-9)
+    assert torch.allclose(enc.readout.weight.grad, plain.readout.weight.grad, atol=1e-9)
+
+
+def test_presets_and_defaults():
+    d = GMNEncoder()
+    assert (d.config.hidden, d.config.layers, d.config.embed_dim) == (128, 4, 1024)
+    assert GMNEncoder.from_preset("paper").config == d.config
+    assert GMNEncoder.from_preset("cpu").embed_dim < 1024
+    with pytest.raises(ValueError, match="preset"):
+        GMNEncoder.from_preset("huge")
+
+
+def test_bad_graphs_are_rejected():
+    enc = GMNEncoder.from_preset("tiny")
+    g = to_graph(_field("MLP")).to_pyg()
+    bad = g.clone()
+    bad.x = bad.x[:, :5]
+    with pytest.raises(ValueError, match="node features"):
+        enc(bad)
+    bad = g.clone()
+    bad.edge_index = bad.edge_index.clone()
+    bad.edge_index[0, 0] = 10 ** 6
+    with pytest.raises(ValueError, match="outside"):
+        enc(bad)
+    bad = g.clone()
+    bad.edge_attr = bad.edge_attr.clone()
+    bad.edge_attr[0, 2] = 99
+    with pytest.raises(ValueError, match="edge type"):
+        enc(bad)
+
+
+def test_decoder_split_layers_equal_one_linear_on_the_concatenation():
+    dec = ConditionalDecoder(embed_dim=8, out_dim=4, width=16, n_freqs=3).double()
+    z = torch.randn(2, 8, dtype=torch.float64)
+    xyz = torch.rand(2, 5, 3, dtype=torch.float64)
+    first = nn.Linear(8 + 18, 16).double()
+    skip = nn.Linear(8 + 18, 16).double()
+    with torch.no_grad():
+        first.weight.copy_(torch.cat([dec.first_z.weight, dec.first_p.weight], 1))
+        first.bias.copy_(dec.first_z.bias)
+        skip.weight.copy_(torch.cat([dec.skip_z.weight, dec.skip_p.weight], 1))
+        skip.bias.copy_(dec.skip_z.bias)
+    inp = torch.cat([z.unsqueeze(1).expand(2, 5, 8), dec.encoding(xyz)], -1)   # the nf2vec input [z; PE(x)]
+    h = torch.relu(dec.hidden2(torch.relu(first(inp)))) + torch.relu(skip(inp))
+    ref = dec.out(torch.relu(dec.hidden4(torch.relu(dec.hidden3(h)))))
+    assert torch.allclose(dec(z, xyz), ref, atol=1e-12)
+    assert dec(z, torch.rand(2, 3, 4, 3, dtype=torch.float64)).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError):
+        dec(z, torch.rand(3, 5, 3, dtype=torch.float64))
+
+
+def test_embedder_accepts_fields_graphs_and_records(tmp_path):
+    from tiny_records import tiny_records
+
+    recs = tiny_records(2, ("MLP", "HASH"))["obj1"]
+    emb = Embedder(GMNEncoder.from_preset("tiny"), batch_size=1)
+    from_records = emb.embed(recs)
+    from_fields = emb.embed([r.field() for r in recs])
+    from_graphs = emb.embed([r.graph() for r in recs], batch_size=2)
+    assert from_records.shape == (2, 32) and not from_records.requires_grad
+    assert torch.allclose(from_records, from_fields, atol=1e-6)
+    assert torch.allclose(from_records, from_graphs, atol=1e-6)
+    assert emb.embed(recs[0]).shape == (1, 32)
+    path = emb.save(tmp_path / "enc.safetensors")
+    again = Embedder.from_checkpoint(path)
+    assert torch.allclose(again.embed(recs), from_records, atol=1e-6)
+    with pytest.raises(TypeError, match="cannot embed"):
+        emb.embed([42])

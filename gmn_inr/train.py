@@ -514,7 +514,7 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
             dist.all_reduce(vals)
             logged = dict(zip(logged, (vals / world).tolist()))
         done = step + 1
-        if done % config.log_every == 0 or done == end:
+        if done % config.log_every == 0 or done == config.steps:
             history.append({"step": done, "lr": lr, **logged})
         if bar is not None:
             bar.update(1)

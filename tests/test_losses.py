@@ -5,6 +5,17 @@ import torch
 import torch.nn.functional as F
 
 from gmn_inr.losses import (LossWeights, SigLIP, combine, convert_target, implicit_loss, implicit_query_points,
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny workloads: one thread avoids OpenMP's slowdown when another process shares the 2 cores
+    (measured: a 40-step run 3.3 s on 1 thread, 31 s on 2 beside a busy process)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
                             l2_alignment, rendering_loss, siglip_loss)
 
 

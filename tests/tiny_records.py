@@ -82,7 +82,7 @@ def tiny_records(n_objects=4, archs=("MLP", "HASH"), function="radiance", seed=0
     return out
 
 
-def tiny_pairs(n_objects=4, archs=("MLP", "HASH"), function="radiance", seed=0):
+def tiny_pairs(n_objects=4, archs=("MLP", "HASH"), function="radiance", seed=0, fit_steps=150):
     """Pairs ``(rec_a, rec_b)``: every object in every two different architectures."""
-    recs = tiny_records(n_objects, archs, function, seed)
+    recs = tiny_records(n_objects, archs, function, seed, fit_steps)
     return [(r[a], r[b]) for r in recs.values() for a, b in itertools.combinations(range(len(archs)), 2)]

@@ -282,3 +282,20 @@ def test_fields_build_with_no_arguments_at_table7():
         assert ArchSpec.from_json(s.to_json()) == s
     with pytest.raises(SpecError, match="JSON"):
         ArchSpec.from_json("{not json")
+
+
+def test_paper_style_ablation_graph():
+    from graphs.transforms import paper_style
+
+    g = to_graph(build_field(arch_spec("HASH-11T")))
+    p = paper_style(g)
+    hash_e = p.edge_attr[:, L.E_TYPE] == L.EdgeType.HASH
+    # entry column: raw local index 0..T-1, as the paper feeds it; level column: table index
+    entries = p.edge_attr[hash_e, L.E_ENTRY]
+    assert entries.max() == 2 ** 11 - 1 and torch.equal(entries, entries.round())
+    assert set(p.edge_attr[hash_e, L.E_LEVEL].unique().tolist()) == {0.0, 1.0, 2.0, 3.0}
+    assert p.edge_attr[:, L.E_POS].abs().max() == 0 and p.x[:, L.N_ACT].abs().max() == 0
+    assert torch.equal(p.edge_attr[:, L.E_VALUE], g.edge_attr[:, L.E_VALUE])
+    # the first F edges of level 1 hold entry 0, the last ones entry T-1
+    lvl1 = (p.edge_attr[:, L.E_LEVEL] == 1) & hash_e
+    assert p.edge_attr[lvl1, L.E_ENTRY][:2].tolist() == [0.0, 0.0]

@@ -299,7 +299,11 @@ def _scaled(spec: ArchSpec, preset: str) -> ArchSpec:
     elif isinstance(grid, OctreeSpec) and preset == "tiny":
         grid = dataclasses.replace(grid, base_lod=1)
     enc = spec.encoding
-    if enc is not None and enc.n_freqs > 8 and preset == "tiny":
+    # nf2vec's 24 frequencies reach 2^23 pi: pure aliasing at the few points a CPU fit can
+    # afford, which the MLP must first learn to ignore; the small presets stop at 2^7 pi
+    if enc is not None and enc.style == "tcnn" and enc.n_freqs > 8:
+        enc = dataclasses.replace(enc, n_freqs=8)
+    elif enc is not None and enc.n_freqs > 8 and preset == "tiny":
         enc = dataclasses.replace(enc, n_freqs=enc.n_freqs // 3)
     return dataclasses.replace(spec, mlp=mlp, grid=grid, encoding=enc)
 

@@ -36,15 +36,12 @@ def _as_graph(item: Any):
 
 
 def _graph_of_file(path: Path):
-    """A stored INR file of the zoo (safetensors with its ArchSpec in the metadata)."""
-    try:
-        from gmn_inr.zoo import store as zoo_store
-    except ImportError as exc:
-        raise TypeError(f"cannot read INR file {path}: gmn_inr.zoo is not available ({exc})") from None
-    loader = getattr(zoo_store, "load_record", None) or getattr(zoo_store, "read_inr", None)
-    if loader is None:
-        raise TypeError(f"cannot read INR file {path}: gmn_inr.zoo.store has no load_record()")
-    return _as_graph(loader(path))
+    """A stored INR file of the zoo: safetensors whose metadata holds its ``arch_spec``."""
+    from gmn_inr.fields import ArchSpec, load_field
+    from gmn_inr.zoo.store import read_inr_file
+
+    tensors, meta = read_inr_file(path)                # clear ZooError for foreign files
+    return _as_graph(load_field(ArchSpec.from_json(meta["arch_spec"]), tensors))
 
 
 class Embedder:

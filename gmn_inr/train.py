@@ -168,6 +168,21 @@ class GMNModel(nn.Module):
                                        **config.decoder) if w.recon > 0 else nn.ModuleDict())
         self.siglip = SigLIP() if w.contrastive > 0 else None
 
+    #: teachers rebuilt from disk are kept (records may re-read their file on every .field())
+    TEACHER_CACHE = 4096
+
+    def teacher(self, record) -> nn.Module:
+        cache = self.__dict__.setdefault("_teachers", {})
+        key = id(record)
+        hit = cache.get(key)
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        f = record.field()
+        if len(cache) >= self.TEACHER_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = (record, f)
+        return f
+
     def head_of(self, function: str) -> str:
         if function == "radiance" or self.config.unified is None:
             return function
@@ -214,7 +229,7 @@ class GMNModel(nn.Module):
                     ro, rd = random_rays(cfg.rays_per_inr, g)
                     p, _, d = sample_along_rays(ro, rd, cfg.samples_per_ray, stratified=True, generator=g)
                     with torch.no_grad():
-                        rgb, sigma = radiance_from_raw(records[i].field()(p))
+                        rgb, sigma = radiance_from_raw(self.teacher(records[i])(p))
                         c, a, _ = composite(rgb, sigma, d, cfg.background)
                     pts.append(p), delta.append(d), t_rgb.append(c), t_acc.append(a)
                 pts = torch.stack(pts)                                # [k, R, S, 3]
@@ -226,7 +241,7 @@ class GMNModel(nn.Module):
             else:
                 xyz, tgt = [], []
                 for i, g in zip(idx, gens):
-                    teacher = records[i].field()
+                    teacher = self.teacher(records[i])
                     p, v = implicit_query_points(teacher, cfg.points_per_inr, g, near_fraction=cfg.near_fraction)
                     xyz.append(p), tgt.append(convert_target(v, records[i].function, head))
                 pred = dec(zi, torch.stack(xyz)).squeeze(-1)          # [k, P]
@@ -374,6 +389,21 @@ def _as_sequence(pairs) -> Sequence:
     if hasattr(pairs, "__len__") and hasattr(pairs, "__getitem__"):
         return pairs
     return list(pairs)
+
+
+def pairs_from_records(records: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """Every pair of records of one object and one function in two different families
+    (the main paper's (M_j, T_j), (T_j, H_j), (M_j, H_j)), in a deterministic order."""
+    import itertools
+
+    groups: dict[tuple[str, str], list] = {}
+    for r in records:
+        groups.setdefault((r.object_id, r.function), []).append(r)
+    out = []
+    for key in sorted(groups):
+        recs = sorted(groups[key], key=lambda r: (r.family, r.arch))
+        out.extend((a, b) for a, b in itertools.combinations(recs, 2) if a.family != b.family)
+    return out
 
 
 def functions_in(pairs: Sequence) -> list[str]:
@@ -577,11 +607,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from gmn_inr.zoo import open_store
-    from gmn_inr.zoo.dataset import PairDataset
 
     store = open_store(args.store)
-    kw = {"archs": tuple(args.archs.split(","))} if args.archs else {}
-    pairs = PairDataset(store, "train", function=args.function, **kw)
+    archs = tuple(args.archs.split(",")) if args.archs else None
+    try:
+        from gmn_inr.zoo.dataset import PairDataset
+    except ImportError:                    # the zoo's datasets not available: pair records here
+        pairs = pairs_from_records(store.records(split="train", functions=[args.function], archs=archs))
+    else:
+        pairs = PairDataset(store, "train", function=args.function, **({"archs": archs} if archs else {}))
+    if len(pairs) < args.batch_pairs:
+        raise SystemExit(f"{args.store} has {len(pairs)} training pairs of {args.function!r} INRs in two "
+                         f"families; --batch-pairs {args.batch_pairs} needs at least that many")
     config = TrainConfig(preset=args.preset, loss=args.loss, contrastive_weight=args.lambda_c, l2_weight=args.mu_l2,
                          unified=args.unified, steps=args.steps, batch_pairs=args.batch_pairs, lr=args.lr,
                          seed=args.seed, rays_per_inr=args.rays, samples_per_ray=args.samples,

@@ -1,0 +1,184 @@
+"""Encoder speed: the efficient GMN block against the plain one, and embedding throughput.
+
+Measures, in one run on this machine:
+1. the machine's float32 matmul rate (GFLOP/s);
+2. forward+backward time of the 4 (or L) message-passing blocks and of the whole encoder, for
+   the efficient block (project per node, gather per edge) and the plain block (concatenate
+   ``(x_src, x_dst, e)`` per edge, then an MLP), with the plain block's weights copied from the
+   efficient one so both compute the same function — the script checks that they do;
+3. achieved GFLOP/s of each (matmul FLOPs counted by ``torch.utils.flop_counter``);
+4. embedding throughput (INRs/s, graph conversion included) per family, under the ``cpu`` and
+   ``paper`` presets (INR sizes and encoder sizes of that preset).
+
+Prints a table and writes ``results/encoder_speed.json``. ``--quick`` measures less.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from gmn_inr.embedder import Embedder
+from gmn_inr.encoder import GMNEncoder, batch_graphs
+from gmn_inr.fields import arch_spec_for, build_field
+from graphs import to_graph
+
+FAMILIES = ("MLP", "TRI", "HASH", "OCT")
+
+
+def best_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_rate(repeats: int) -> dict:
+    """GFLOP/s of a square 1024 product and of the encoder's typical [E, H] @ [H, H] shape."""
+    out = {}
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    t = best_time(lambda: a @ b, repeats)
+    out["square_1024"] = 2 * 1024 ** 3 / t / 1e9
+    e, w = torch.randn(50_000, 128), torch.randn(128, 128)
+    t = best_time(lambda: e @ w, repeats)
+    out["edges_50k_x128"] = 2 * 50_000 * 128 * 128 / t / 1e9
+    return out
+
+
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def blocks_only(enc: GMNEncoder, batch):
+    """A closure running only the message-passing blocks (forward + backward) on fixed inputs."""
+    x, ei = batch.x, batch.edge_index
+    with torch.no_grad():
+        h0 = enc.encode_nodes(x)
+        e0 = enc.encode_edges(batch.edge_attr)
+    src, dst = ei[0], ei[1]
+    inv = (1.0 / torch.bincount(dst, minlength=x.shape[0]).clamp_min(1).float()).unsqueeze(1)
+    h0.requires_grad_(True)
+    e0.requires_grad_(True)
+
+    def run():
+        h, e = h0, e0
+        for blk in enc.blocks:
+            h, e = blk(h, e, src, dst, inv)
+        (h.sum() + e.sum()).backward()
+        return h, e
+    return run
+
+
+def whole(enc: GMNEncoder, batch):
+    def run():
+        z = enc(batch)
+        z.sum().backward()
+        return z
+    return run
+
+
+def compare(preset: str, family: str, repeats: int) -> dict:
+    torch.manual_seed(0)
+    field = build_field(arch_spec_for(family, 4, preset))
+    graph = to_graph(field)
+    batch = batch_graphs([graph])
+    eff = GMNEncoder.from_preset(preset)
+    plain = eff.to_plain()
+    with torch.no_grad():
+        diff = (eff(batch) - plain(batch)).abs().max().item()
+        scale = eff(batch).abs().max().item()
+    row = {"preset": preset, "family": family, "nodes": graph.num_nodes, "edges": graph.num_edges,
+           "hidden": eff.config.hidden, "layers": eff.config.layers, "embed_dim": eff.config.embed_dim,
+           "max_abs_diff": diff, "max_abs_output": scale}
+    for what, make in (("blocks", blocks_only), ("encoder", whole)):
+        for name, enc in (("efficient", eff), ("plain", plain)):
+            fn = make(enc, batch)
+            flops = count_flops(fn)
+            t = best_time(fn, repeats)
+            row[f"{what}_{name}_s"] = t
+            row[f"{what}_{name}_gflops"] = flops / t / 1e9
+            row[f"{what}_{name}_gflop"] = flops / 1e9
+        row[f"{what}_speedup"] = row[f"{what}_plain_s"] / row[f"{what}_efficient_s"]
+    return row
+
+
+def throughput(preset: str, family: str, n: int, batch_size: int) -> dict:
+    torch.manual_seed(0)
+    fields = [build_field(arch_spec_for(family, 4, preset)) for _ in range(n)]
+    emb = Embedder(GMNEncoder.from_preset(preset), batch_size=batch_size)
+    emb.embed(fields[:1])                                     # warm-up
+    t = time.perf_counter()
+    graphs = [to_graph(f) for f in fields]
+    t_conv = time.perf_counter() - t
+    t = time.perf_counter()
+    emb.embed(graphs)
+    t_enc = time.perf_counter() - t
+    return {"preset": preset, "family": family, "n": n, "edges_per_inr": graphs[0].num_edges,
+            "convert_s_per_inr": t_conv / n, "encode_s_per_inr": t_enc / n,
+            "inrs_per_s": n / (t_conv + t_enc), "inrs_per_s_encoder_only": n / t_enc}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and INRs")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="results/encoder_speed.json")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = 2 if args.quick else 3
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"load average before: {load}")
+    mm = matmul_rate(5)
+    print(f"machine matmul rate: {mm['square_1024']:.1f} GFLOP/s (1024^2 square), "
+          f"{mm['edges_50k_x128']:.1f} GFLOP/s ([50000,128] @ [128,128])")
+
+    rows = []
+    cases = [("cpu", f) for f in FAMILIES] + [("paper", f) for f in (("MLP", "HASH") if args.quick else FAMILIES)]
+    print(f"\n{'preset':6} {'family':6} {'edges':>7} | {'blocks eff':>10} {'plain':>8} {'x':>5} {'GF/s eff':>8} "
+          f"{'plain':>6} | {'encoder eff':>11} {'plain':>8} {'x':>5} {'GF/s eff':>8} {'plain':>6} | max|diff|")
+    for preset, fam in cases:
+        r = compare(preset, fam, repeats)
+        rows.append(r)
+        print(f"{preset:6} {fam:6} {r['edges']:7d} | {r['blocks_efficient_s']*1e3:8.1f}ms {r['blocks_plain_s']*1e3:6.1f}ms "
+              f"{r['blocks_speedup']:5.2f} {r['blocks_efficient_gflops']:8.1f} {r['blocks_plain_gflops']:6.1f} | "
+              f"{r['encoder_efficient_s']*1e3:9.1f}ms {r['encoder_plain_s']*1e3:6.1f}ms {r['encoder_speedup']:5.2f} "
+              f"{r['encoder_efficient_gflops']:8.1f} {r['encoder_plain_gflops']:6.1f} | {r['max_abs_diff']:.1e}")
+        assert r["max_abs_diff"] <= 1e-4 * max(1.0, r["max_abs_output"]), "efficient and plain blocks disagree"
+
+    tp = []
+    print(f"\nembedding throughput (inference, graph conversion included):")
+    print(f"{'preset':6} {'family':6} {'edges':>7} {'INRs/s':>8} {'encoder only':>13} {'convert ms':>11}")
+    for preset in ("cpu", "paper"):
+        for fam in FAMILIES:
+            n = (8 if preset == "cpu" else 4) if args.quick else (32 if preset == "cpu" else 8)
+            r = throughput(preset, fam, n, batch_size=8)
+            tp.append(r)
+            print(f"{preset:6} {fam:6} {r['edges_per_inr']:7d} {r['inrs_per_s']:8.1f} {r['inrs_per_s_encoder_only']:13.1f} "
+                  f"{r['convert_s_per_inr']*1e3:11.1f}")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load,
+              "matmul_gflops": mm, "block_comparison": rows, "throughput": tp}
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

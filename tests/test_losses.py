@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from gmn_inr.losses import (LossWeights, SigLIP, combine, convert_target, implicit_loss, implicit_query_points,
+                            l2_alignment, rendering_loss, siglip_loss)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -15,8 +16,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-                            l2_alignment, rendering_loss, siglip_loss)
 
 
 def _siglip_by_hand(u, v, t, b):

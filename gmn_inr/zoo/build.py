@@ -1,0 +1,340 @@
+"""Build (or resume) an INR zoo: objects -> splits -> batched fits -> gated, stored INRs.
+
+:func:`build_zoo` is what ``gmn-inr zoo build`` runs. Work is done in chunks of objects;
+for each chunk the per-object supervision is sampled once, then for every
+(function, architecture) the chunk's pending INRs are fitted together
+(:func:`gmn_inr.zoo.fit.fit_inrs`), gated, written one file each, and the manifest is
+flushed. Killing the build at any moment loses at most the chunk in flight; rerunning the
+same command resumes (finished INRs are neither refitted nor lost).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .fit import FitConfig
+
+# names only (cheap); torch-heavy modules are imported inside functions
+TRAINING = ("MLP", "TRI", "HASH", "OCT")
+ALL_ARCHS = ("MLP", "TRI", "HASH", "OCT", "MLP-2L", "MLP-32H", "TRI-2L", "TRI-32H", "TRI-16W", "TRI-8C",
+             "HASH-2L", "HASH-32H", "HASH-3N", "HASH-11T", "OCT-2L", "OCT-32H", "OCT-2LOD", "OCT-4C")
+IMPLICIT = ("sdf", "udf", "occupancy")
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    """What a zoo holds and how its INRs are fitted.
+
+    ``archs[function]``: the architecture names fitted for each function; ``arch_preset``
+    scales them (``gmn_inr.fields.arch_spec_for``); ``per_class`` procedural objects of each
+    of ``classes``; ``batch``: objects fitted together; ``splits``: train/val/test fractions.
+    """
+
+    name: str
+    classes: tuple
+    per_class: int
+    archs: dict
+    arch_preset: str
+    fit: FitConfig
+    batch: int = 32
+    seed: int = 0
+    splits: tuple = (0.7, 0.15, 0.15)
+
+    def to_json_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["archs"] = {k: list(v) for k, v in self.archs.items()}
+        d["classes"] = list(self.classes)
+        d["splits"] = list(self.splits)
+        return d
+
+
+def preset_config(preset: str, **overrides) -> ZooConfig:
+    """The ``tiny`` / ``cpu`` / ``paper`` zoo (see the module docs of :mod:`gmn_inr.zoo`);
+    keyword ``overrides`` replace fields (``fit`` may be a dict of FitConfig fields)."""
+    from .shapes import CLASSES
+
+    if preset == "tiny":
+        cfg = ZooConfig("tiny", ("chair", "table", "mug"), 3,
+                        {"radiance": TRAINING + ("MLP-2L", "HASH-11T"), "sdf": TRAINING}, "tiny",
+                        FitConfig(steps=120, points=256, pool=4096, surface=1024, gate_res=24, min_iou=0.3,
+                                  max_sdf_err=0.06, min_psnr=14.0, min_view_psnr=12.0, gate_view=24),
+                        batch=16)
+    elif preset == "cpu":
+        cfg = ZooConfig("cpu", CLASSES, 4, {"radiance": ALL_ARCHS, **{f: TRAINING for f in IMPLICIT}}, "cpu",
+                        FitConfig(steps=200, points=768, pool=32768, surface=2048, gate_res=48, min_view_psnr=17.0),
+                        batch=24)
+    elif preset == "paper":
+        cfg = ZooConfig("paper", CLASSES, 100, {"radiance": ALL_ARCHS, **{f: ALL_ARCHS for f in IMPLICIT}}, "paper",
+                        FitConfig(steps=1500, points=4096, pool=250_000, surface=8192, gate_res=64, min_iou=0.6,
+                                  max_sdf_err=0.02, min_psnr=20.0), batch=64)
+    else:
+        raise ValueError(f"unknown zoo preset {preset!r}; known: tiny, cpu, paper")
+    fit = overrides.pop("fit", None)
+    if isinstance(fit, dict):
+        fit = dataclasses.replace(cfg.fit, **fit)
+    if fit is not None:
+        overrides["fit"] = fit
+    if "archs" in overrides:
+        overrides["archs"] = {k: tuple(v) for k, v in overrides["archs"].items()}
+    return dataclasses.replace(cfg, **overrides)
+
+
+def assign_splits(object_ids_by_class: dict[str, list[str]], fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict:
+    """Split objects (never INRs) per class: ``{object_id: split}``. With 3 or more objects in
+    a class, val and test get at least one each."""
+    out = {}
+    for ci, (cls, ids) in enumerate(sorted(object_ids_by_class.items())):
+        ids = sorted(ids)
+        perm = np.random.default_rng([seed, ci]).permutation(len(ids))
+        n = len(ids)
+        n_test = int(round(fractions[2] * n))
+        n_val = int(round(fractions[1] * n))
+        if n >= 3:
+            n_test, n_val = max(1, n_test), max(1, n_val)
+        for rank, j in enumerate(perm):
+            out[ids[j]] = "test" if rank < n_test else ("val" if rank < n_test + n_val else "train")
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# objects
+# ---------------------------------------------------------------------------------------
+def object_descriptions(cfg: ZooConfig, meshes: Optional[str] = None) -> tuple[list[str], dict[str, dict]]:
+    """``(classes, {object_id: desc})`` where ``desc`` says how to rebuild the shape in any
+    process: ``{"kind": "procedural", "class_name", "seed"}`` or ``{"kind": "mesh", "path"}``."""
+    objs: dict[str, dict] = {}
+    classes: list[str] = []
+    if meshes:
+        root = Path(meshes)
+        from .shapes import MESH_SUFFIXES
+
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MESH_SUFFIXES) \
+            if root.is_dir() else []
+        if not files:
+            raise FileNotFoundError(f"no meshes ({', '.join(MESH_SUFFIXES)}) under {root}")
+        for f in files:
+            c = f.parent.name if f.parent != root else "mesh"
+            if c not in classes:
+                classes.append(c)
+            oid = f"mesh-{c}-{f.stem}"
+            objs[oid] = {"kind": "mesh", "path": str(f.resolve()), "class_name": c}
+        classes.sort()
+    else:
+        classes = list(cfg.classes)
+        for c in classes:
+            for k in range(cfg.per_class):
+                s = cfg.seed * 100003 + k
+                objs[f"{c}-{s:05d}"] = {"kind": "procedural", "class_name": c, "seed": s}
+    for d in objs.values():
+        d["label"] = classes.index(d["class_name"])
+    return classes, objs
+
+
+def shape_of(object_id: str, desc: dict):
+    from .shapes import MeshShape, make_shape
+
+    if desc["kind"] == "procedural":
+        return make_shape(desc["class_name"], desc["seed"], object_id=object_id, label=desc["label"])
+    return MeshShape(desc["path"], class_name=desc["class_name"], label=desc["label"], object_id=object_id)
+
+
+# ---------------------------------------------------------------------------------------
+# one chunk of work (runs in the main process or in a worker)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class ChunkResult:
+    written: list = field(default_factory=list)     # (key, meta, rel, sha, bytes)
+    dropped: list = field(default_factory=list)     # (spec_json, function, object_id, gate)
+    stats: list = field(default_factory=list)       # (arch, family, function, n, seconds, n_pass_first, n_pass)
+
+
+def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[tuple[str, str, list[str]]],
+               threads: int = 0, progress=None, stop_after: Optional[int] = None,
+               writer=None) -> ChunkResult:
+    """Fit every ``(function, arch, [object_ids])`` of ``todo`` for one chunk of objects.
+
+    With ``writer`` (main process) each batch's files are entered in the manifest and
+    flushed at once; without (a worker) the entries are returned to the main process."""
+    import torch
+
+    from gmn_inr.fields import arch_spec_for, out_dim_of
+
+    from .fit import fit_inrs, prepare_samples
+    from .store import FILE_FORMAT, write_inr_file
+
+    if threads:
+        torch.set_num_threads(threads)
+    res = ChunkResult()
+    ids = sorted({o for _, _, oids in todo for o in oids})
+    shapes = {o: shape_of(o, objects[o]) for o in ids}
+    samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * 7 + (hash_id(o) % 100000)) for o in ids}
+    n_written = 0
+    for function, arch, oids in todo:
+        spec = arch_spec_for(arch, out_dim_of(function), cfg.arch_preset)
+        t0 = time.perf_counter()
+        fits = fit_inrs(spec, function, [samples[o] for o in oids], cfg.fit,
+                        seed=cfg.seed * 1000 + hash_id(arch + function) % 1000)
+        dt = time.perf_counter() - t0
+        res.stats.append((arch, spec.family, function, len(fits), dt,
+                          sum(f.passed and f.attempts == 1 for f in fits), sum(f.passed for f in fits)))
+        for f in fits:
+            o = objects[f.object_id]
+            gate = {**{k: round(v, 5) for k, v in f.metrics.items()}, "passed": f.passed, "attempts": f.attempts}
+            if not f.passed:
+                if writer is not None:
+                    writer.drop(spec, function, f.object_id, gate)
+                res.dropped.append((spec.to_json(), function, f.object_id, gate))
+                continue
+            if writer is not None:
+                writer.add(spec, function, f.object_id, f.state_dict, gate)
+            else:
+                import json
+
+                from .store import rel_path
+
+                rel = rel_path(f.object_id, function, spec.name)
+                meta = {"format": FILE_FORMAT, "arch_spec": spec.to_json(), "arch": spec.name,
+                        "family": spec.family, "function": function, "object_id": f.object_id,
+                        "class_name": o["class_name"], "label": str(o["label"]), "split": o["split"],
+                        "gate": json.dumps(gate, sort_keys=True)}
+                sha, n = write_inr_file(Path(root) / rel, f.state_dict, meta)
+                res.written.append((meta, rel, sha, n))
+            n_written += 1
+            if stop_after is not None and n_written >= stop_after:
+                # test hook: die after k files are on disk, before the manifest lists them
+                raise BuildInterrupted(f"stopped after {n_written} INRs (test hook)")
+        if writer is not None:
+            writer.flush()
+        if progress is not None:
+            progress.update(len(fits))
+    return res
+
+
+class BuildInterrupted(RuntimeError):
+    """Raised by the ``stop_after`` test hook of :func:`build_zoo`."""
+
+
+def hash_id(s: str) -> int:
+    """A stable (not salted like ``hash``) integer from a string."""
+    import zlib
+
+    return zlib.crc32(s.encode())
+
+
+# ---------------------------------------------------------------------------------------
+# the build
+# ---------------------------------------------------------------------------------------
+def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: int = 1, progress: bool = True,
+              stop_after: Optional[int] = None, config: Optional[ZooConfig] = None, log=print) -> dict:
+    """Build or resume the zoo in ``out``; returns the summary dict (also kept in the manifest).
+
+    ``workers > 1`` fits chunks in that many processes (threads split between them);
+    ``stop_after`` (tests) raises :class:`BuildInterrupted` after that many INR files."""
+    from .store import ZooWriter
+
+    cfg = config or preset_config(preset)
+    if meshes:
+        cfg = dataclasses.replace(cfg, name=cfg.name + "+meshes")
+    classes, descs = object_descriptions(cfg, meshes)
+    by_class = defaultdict(list)
+    for oid, d in descs.items():
+        by_class[d["class_name"]].append(oid)
+    splits = assign_splits(by_class, cfg.splits, cfg.seed)
+    for oid, d in descs.items():
+        d["split"] = splits[oid]
+    conf = {**cfg.to_json_dict(), "meshes": str(Path(meshes).resolve()) if meshes else None}
+    writer = ZooWriter(out, config=conf)
+    adopted = writer.adopt_orphans()
+    writer.set_objects(classes, {o: {"class_name": d["class_name"], "label": d["label"], "split": d["split"],
+                                     "source": d.get("path", "procedural")} for o, d in descs.items()})
+    ids = sorted(descs)
+    chunks = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
+    work = []
+    for ch in chunks:
+        todo = []
+        for function, archs in cfg.archs.items():
+            for arch in archs:
+                pending = [o for o in ch if not writer.done(f"{o}/{function}/{arch}")]
+                if pending:
+                    todo.append((function, arch, pending))
+        if todo:
+            work.append(todo)
+    total = sum(len(p) for todo in work for _, _, p in todo)
+    n_before = len(writer.inrs)
+    t0 = time.perf_counter()
+    stats = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"zoo {cfg.name}", unit="INR", dynamic_ncols=True)
+    try:
+        if workers <= 1:
+            for todo in work:
+                r = _fit_chunk(str(writer.root), cfg, descs, todo, progress=bar, stop_after=stop_after, writer=writer)
+                stats += r.stats
+        else:
+            import multiprocessing as mp
+
+            threads = max(1, (os.cpu_count() or 2) // workers)
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+                futs = [ex.submit(_fit_chunk, str(writer.root), cfg, descs, todo, threads) for todo in work]
+                for fut, todo in zip(futs, work):
+                    r = fut.result()
+                    for meta, rel, sha, n in r.written:
+                        writer.inrs[f"{meta['object_id']}/{meta['function']}/{meta['arch']}"] = \
+                            ZooWriter._entry(meta, rel, sha, n)
+                    for spec_json, function, oid, gate in r.dropped:
+                        from gmn_inr.fields import ArchSpec
+
+                        writer.drop(ArchSpec.from_json(spec_json), function, oid, gate)
+                    writer.flush()
+                    stats += r.stats
+                    if bar is not None:
+                        bar.update(sum(len(p) for _, _, p in todo))
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    summary = summarise(writer, stats, elapsed, adopted, len(writer.inrs) - n_before)
+    writer.manifest["builds"].append(summary)
+    writer.flush()
+    return summary
+
+
+def summarise(writer, stats: list, elapsed: float, adopted: int, new: int) -> dict:
+    """Counts, gate pass rates and speeds of this run plus totals of the zoo."""
+    per_fam = defaultdict(lambda: {"fitted": 0, "seconds": 0.0, "pass_first": 0, "pass": 0})
+    per_arch = defaultdict(lambda: {"fitted": 0, "pass": 0})
+    for arch, fam, function, n, secs, p1, p in stats:
+        f = per_fam[fam]
+        f["fitted"] += n
+        f["seconds"] += secs
+        f["pass_first"] += p1
+        f["pass"] += p
+        per_arch[f"{arch}/{function}"]["fitted"] += n
+        per_arch[f"{arch}/{function}"]["pass"] += p
+    fam_out = {k: {**v, "inrs_per_s": round(v["fitted"] / v["seconds"], 3) if v["seconds"] else None,
+                   "pass_rate_first_try": round(v["pass_first"] / v["fitted"], 3) if v["fitted"] else None,
+                   "pass_rate": round(v["pass"] / v["fitted"], 3) if v["fitted"] else None,
+                   "seconds": round(v["seconds"], 1)} for k, v in sorted(per_fam.items())}
+    inrs = writer.manifest["inrs"]
+    by = defaultdict(int)
+    for e in inrs.values():
+        by[f"{e['arch']}/{e['function']}"] += 1
+    return {
+        "time_s": round(elapsed, 1), "fitted_this_run": sum(s[3] for s in stats), "stored_this_run": new,
+        "adopted_orphans": adopted, "objects": len(writer.manifest["objects"]), "classes": len(writer.manifest["classes"]),
+        "inrs_total": len(inrs), "dropped_total": len(writer.manifest["dropped"]),
+        "bytes_total": sum(e["bytes"] for e in inrs.values()), "per_family": fam_out,
+        "per_arch_function_this_run": {k: v for k, v in sorted(per_arch.items())},
+        "stored_per_arch_function": dict(sorted(by.items())),
+    }

@@ -1,0 +1,135 @@
+"""``gmn-inr zoo build | info | show``.
+
+* ``build --preset {tiny,cpu,paper} --out DIR [--meshes DIR] [--workers N]``: build or
+  resume a zoo (progress bar, then a summary: objects, INRs per family / variant, gate pass
+  rates, time, bytes, INRs fitted per second per family).
+* ``info DIR``: counts per family, variant, class, function and split; verifies checksums
+  (exit status 1 and the names of the bad files if any is corrupt or missing).
+* ``show DIR --out PNG``: a few objects (rows) rendered from several families' radiance
+  INRs (columns), next to the ground truth, so a person can see that the fits look right.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="zoo_command", metavar="{build,info,show}")
+    sub.required = True
+    b = sub.add_parser("build", help="build (or resume) an INR zoo")
+    b.add_argument("--preset", choices=("tiny", "cpu", "paper"), default="tiny")
+    b.add_argument("--out", required=True, help="zoo directory (created; an existing zoo is resumed)")
+    b.add_argument("--meshes", default=None, help="fit INRs of these meshes (DIR/<class>/*.obj|off|ply|stl) "
+                                                  "instead of the procedural shapes")
+    b.add_argument("--workers", type=int, default=1, help="processes fitting chunks in parallel")
+    b.add_argument("--per-class", type=int, default=None, help="override the preset's objects per class")
+    b.add_argument("--steps", type=int, default=None, help="override the preset's fitting steps")
+    b.add_argument("--no-progress", action="store_true")
+    i = sub.add_parser("info", help="counts and checksum verification of a zoo")
+    i.add_argument("dir")
+    i.add_argument("--json", action="store_true", help="print the counts as JSON")
+    i.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    s = sub.add_parser("show", help="render a grid of objects x families to a PNG")
+    s.add_argument("dir")
+    s.add_argument("--out", required=True)
+    s.add_argument("--objects", type=int, default=4)
+    s.add_argument("--size", type=int, default=96, help="pixels per image")
+    s.add_argument("--split", default=None)
+
+
+def run(args) -> int:
+    if args.zoo_command == "build":
+        return _build(args)
+    if args.zoo_command == "info":
+        return _info(args)
+    if args.zoo_command == "show":
+        from .show import show_zoo
+
+        path = show_zoo(args.dir, args.out, n_objects=args.objects, size=args.size, split=args.split)
+        print(f"wrote {path}")
+        return 0
+    raise SystemExit(f"unknown zoo command {args.zoo_command!r}")
+
+
+def _set_up_cpu() -> None:
+    """Long batched runs: 2 threads and an allocator that keeps big buffers (REFERENCE.md:
+    glibc's per-tensor mmap + page faults cost 1.6-2.4x in batched fitting)."""
+    import ctypes
+
+    import torch
+
+    torch.set_num_threads(min(2, torch.get_num_threads()) if torch.get_num_threads() > 0 else 2)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except OSError:  # not glibc: nothing to tune
+        pass
+
+
+def _build(args) -> int:
+    from .build import build_zoo, preset_config
+
+    _set_up_cpu()
+    over = {}
+    if args.per_class is not None:
+        over["per_class"] = args.per_class
+    if args.steps is not None:
+        over["fit"] = {"steps": args.steps}
+    cfg = preset_config(args.preset, **over)
+    s = build_zoo(args.out, args.preset, meshes=args.meshes, workers=args.workers,
+                  progress=not args.no_progress, config=cfg)
+    print(format_summary(s))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"zoo build: {s['objects']} objects in {s['classes']} classes; {s['inrs_total']} INRs stored "
+             f"({s['bytes_total'] / 1e6:.1f} MB), {s['dropped_total']} dropped by the quality gate",
+             f"this run: fitted {s['fitted_this_run']}, stored {s['stored_this_run']}, adopted "
+             f"{s['adopted_orphans']} orphan files, {s['time_s']:.1f} s"]
+    if s["per_family"]:
+        lines.append(f"{'family':10s} {'fitted':>7s} {'INR/s':>7s} {'pass 1st':>9s} {'pass':>6s}")
+        for fam, v in s["per_family"].items():
+            lines.append(f"{fam:10s} {v['fitted']:7d} {v['inrs_per_s'] or 0:7.2f} "
+                         f"{v['pass_rate_first_try'] or 0:9.1%} {v['pass_rate'] or 0:6.1%}")
+    lines.append("stored per variant/function: " + ", ".join(f"{k} {v}" for k, v in s["stored_per_arch_function"].items()))
+    return "\n".join(lines)
+
+
+def _info(args) -> int:
+    from .store import ZooError, open_store
+
+    try:
+        store = open_store(args.dir)
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = store.counts()
+    m = store.manifest
+    dropped = m.get("dropped", {})
+    bad = [] if args.no_verify else store.verify()
+    if args.json:
+        print(json.dumps({"counts": counts, "dropped": len(dropped), "corrupt": [str(p) for p in bad]}, indent=1))
+    else:
+        print(f"zoo {store.root}: {len(store)} INRs of {len(store.objects)} objects, {len(store.classes)} classes, "
+              f"{len(dropped)} dropped by the quality gate")
+        names = {"family": "per family", "arch": "per variant", "class_name": "per class",
+                 "function": "per function", "split": "INRs per split", "objects_per_split": "objects per split"}
+        for k, title in names.items():
+            print(f"  {title}: " + ", ".join(f"{a} {b}" for a, b in counts[k].items()))
+        fam_fit = {}
+        for e in list(m.get("inrs", {}).values()) + list(dropped.values()):
+            f = fam_fit.setdefault(e["family"], [0, 0])
+            f[0] += 1
+            f[1] += e["gate"].get("passed", True) if "gate" in e else 1
+        print("  gate pass rate per family: " + ", ".join(f"{k} {v[1] / v[0]:.1%} of {v[0]}"
+                                                        for k, v in sorted(fam_fit.items())))
+        if not args.no_verify:
+            print(f"  checksums: {'all ' + str(len(store)) + ' ok' if not bad else str(len(bad)) + ' BAD'}")
+    for p in bad:
+        print(f"corrupt or missing: {p}", file=sys.stderr)
+    return 1 if bad else 0

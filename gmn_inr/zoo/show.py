@@ -1,0 +1,93 @@
+"""A picture of a zoo: objects (rows) x ground truth and several families' radiance INRs
+(columns), rendered with :func:`gmn_inr.render.render_image` from one orbit camera."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+
+def ground_truth_radiance(shape, eps: float = 0.01):
+    """The radiance field a zoo INR is fitted to, as ``xyz [..., 3] -> raw [..., 4]``: raw
+    values whose ``radiance_from_raw`` give the part colour and ``SIGMA_MAX * sigmoid(-sdf/eps)``."""
+    from .fit import SIGMA_MAX
+
+    def fn(xyz: torch.Tensor) -> torch.Tensor:
+        flat = xyz.reshape(-1, 3)
+        d, c = shape.sdf_and_color(flat)
+        sigma = SIGMA_MAX * torch.sigmoid(-d / eps)
+        raw_s = torch.where(sigma > 20, sigma, torch.log(torch.expm1(sigma.clamp_min(1e-6))))  # inverse softplus
+        raw_c = torch.logit(c.clamp(1e-4, 1 - 1e-4))
+        return torch.cat([raw_c, raw_s[:, None]], -1).reshape(*xyz.shape[:-1], 4)
+
+    return fn
+
+
+def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[str] = None,
+             archs=("MLP", "TRI", "HASH", "OCT"), elevation: float = 25.0, azimuth_index: int = 1) -> Path:
+    """Render ``n_objects`` objects that have radiance INRs of ``archs`` (as many of them as
+    stored) to one PNG at ``out``; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gmn_inr.render import orbit_cameras, render_image
+
+    from .build import shape_of
+    from .store import open_store
+
+    store = open_store(zoo_dir)
+    recs = store.records(split=split, functions=("radiance",))
+    by_obj: dict[str, dict] = {}
+    for r in recs:
+        by_obj.setdefault(r.object_id, {})[r.arch] = r
+    if not by_obj:
+        raise ValueError(f"{zoo_dir} has no radiance INRs to show")
+    # prefer objects with the most requested archs, one per class first
+    ranked = sorted(by_obj, key=lambda o: (-sum(a in by_obj[o] for a in archs), o))
+    chosen, seen = [], set()
+    for o in ranked:
+        c = store.objects[o]["class_name"]
+        if c not in seen:
+            chosen.append(o)
+            seen.add(c)
+        if len(chosen) == n_objects:
+            break
+    for o in ranked:
+        if len(chosen) >= n_objects:
+            break
+        if o not in chosen:
+            chosen.append(o)
+    c2w = orbit_cameras(4, elevation=elevation)[azimuth_index]
+    cols = ["truth", *archs]
+    fig, axes = plt.subplots(len(chosen), len(cols), figsize=(1.6 * len(cols), 1.6 * len(chosen)), squeeze=False)
+    for i, oid in enumerate(chosen):
+        meta = store.objects[oid]
+        desc = {"kind": "procedural" if meta.get("source", "procedural") == "procedural" else "mesh",
+                "class_name": meta["class_name"], "label": meta["label"],
+                "seed": int(oid.rsplit("-", 1)[1]) if meta.get("source", "procedural") == "procedural" else None,
+                "path": meta.get("source")}
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            ax.axis("off")
+            if col == "truth":
+                img = render_image(ground_truth_radiance(shape_of(oid, desc)), c2w, size, size)
+            elif col in by_obj[oid]:
+                img = render_image(by_obj[oid][col].field(), c2w, size, size)
+            else:
+                ax.set_title(f"{col}: dropped", fontsize=6)
+                continue
+            ax.imshow(img.numpy())
+            if i == 0:
+                ax.set_title(col, fontsize=8)
+            if j == 0:
+                ax.text(-0.05, 0.5, meta["class_name"], rotation=90, va="center", ha="right",
+                        transform=ax.transAxes, fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

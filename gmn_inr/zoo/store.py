@@ -1,0 +1,364 @@
+"""On-disk INR zoo: one safetensors file per INR, a JSON manifest, sha256 checksums.
+
+Layout of a zoo directory ``DIR``::
+
+    DIR/manifest.json                         the index (atomic rewrites)
+    DIR/inrs/<object_id>/<function>/<arch>.safetensors
+
+Each ``.safetensors`` file holds the field's ``state_dict`` (tensors only: nothing is ever
+unpickled) and string metadata: ``format``, ``arch_spec`` (ArchSpec JSON), ``arch``,
+``family``, ``function``, ``object_id``, ``class_name``, ``label``, ``split``, ``gate``
+(JSON metrics). The manifest maps a key ``object_id/function/arch`` to the file's relative
+path, sha256, size and the same facts, and lists the objects (class, label, split) and
+the INRs the quality gate dropped.
+
+Writes are atomic: a file is written to a temporary name in the same directory and
+``os.replace`` d into place, the manifest likewise. A build that dies between writing a
+file and updating the manifest loses nothing: :meth:`ZooWriter.adopt_orphans` reads the
+metadata of complete files the manifest does not list and adds them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+
+from gmn_inr.fields import ArchSpec, SpecError, load_field
+
+MANIFEST = "manifest.json"
+FORMAT = "gmn_inr.zoo/1"
+FILE_FORMAT = "gmn_inr.zoo.inr/1"
+SPLITS = ("train", "val", "test")
+
+
+class ZooError(RuntimeError):
+    """A zoo directory or file that is missing, foreign or malformed."""
+
+
+class ZooCorruptError(ZooError):
+    """A stored file whose bytes do not match the manifest's checksum (``.path`` names it)."""
+
+    def __init__(self, path, msg: str):
+        super().__init__(msg)
+        self.path = Path(path)
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def inr_key(object_id: str, function: str, arch: str) -> str:
+    return f"{object_id}/{function}/{arch}"
+
+
+def _safe_name(s: str) -> str:
+    bad = set('/\\:*?"<>|') | {"\0"}
+    if not s or s in (".", "..") or any(c in bad for c in s):
+        raise ValueError(f"{s!r} cannot be used in a file name")
+    return s
+
+
+def rel_path(object_id: str, function: str, arch: str) -> str:
+    """Where an INR lives inside a zoo directory."""
+    return f"inrs/{_safe_name(object_id)}/{_safe_name(function)}/{_safe_name(arch)}.safetensors"
+
+
+def write_inr_file(path: Path, state_dict: dict, meta: dict) -> tuple[str, int]:
+    """Serialise a state dict + string metadata to ``path`` atomically; ``(sha256, bytes)``."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    data = save(tensors, metadata={k: str(v) for k, v in meta.items()})
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def read_inr_file(path) -> tuple[dict, dict]:
+    """``(state_dict, metadata)`` of one INR file; :class:`ZooError` if it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        tensors = load(data)
+        from safetensors import safe_open  # metadata without a second parse of tensors
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise ZooError(f"INR file {path} is missing") from None
+    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+        raise ZooError(f"{path} is not a readable safetensors file: {exc}") from None
+    if meta.get("format") != FILE_FORMAT:
+        raise ZooError(f"{path} is not a gmn_inr zoo INR (format {meta.get('format')!r}, want {FILE_FORMAT!r})")
+    return tensors, meta
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+class ZooRecord:
+    """One stored INR. Cheap to create; the file is read only by :meth:`field` /
+    :meth:`state_dict` (checksum verified first) and the graph is cached by :meth:`graph`."""
+
+    def __init__(self, root: Path, key: str, entry: dict):
+        self.root = root
+        self.key = key
+        self.entry = entry
+        self.arch: str = entry["arch"]
+        self.family: str = entry["family"]
+        self.function: str = entry["function"]
+        self.object_id: str = entry["object_id"]
+        self.class_name: str = entry["class_name"]
+        self.label: int = int(entry["label"])
+        self.split: str = entry["split"]
+        self.gate: dict = entry.get("gate", {})
+        self.path: Path = root / entry["path"]
+        self._spec: Optional[ArchSpec] = None
+        self._graph = None
+
+    @property
+    def spec(self) -> ArchSpec:
+        if self._spec is None:
+            self._spec = ArchSpec.from_json(self.entry["arch_spec"])
+        return self._spec
+
+    def verify(self) -> None:
+        """Raise :class:`ZooCorruptError` naming the file if its sha256 differs from the manifest's."""
+        if not self.path.exists():
+            raise ZooCorruptError(self.path, f"INR file {self.path} is missing")
+        got = sha256_file(self.path)
+        if got != self.entry["sha256"]:
+            raise ZooCorruptError(self.path, f"corrupt INR file {self.path}: sha256 {got[:12]}... != manifest "
+                                             f"{self.entry['sha256'][:12]}...")
+
+    def state_dict(self, verify: bool = True) -> dict[str, torch.Tensor]:
+        if verify:
+            self.verify()
+        tensors, meta = read_inr_file(self.path)
+        if meta.get("object_id") != self.object_id or meta.get("arch") != self.arch:
+            raise ZooError(f"{self.path} holds {meta.get('object_id')}/{meta.get('arch')}, manifest says "
+                           f"{self.object_id}/{self.arch}")
+        return tensors
+
+    def field(self, verify: bool = True) -> torch.nn.Module:
+        """The rebuilt field module (``gmn_inr.fields.load_field``), in eval mode."""
+        return load_field(self.spec, self.state_dict(verify)).eval()
+
+    def graph(self):
+        """The parameter graph (``graphs.to_graph(self.field())``), computed once and cached."""
+        if self._graph is None:
+            import graphs
+
+            self._graph = graphs.to_graph(self.field())
+        return self._graph
+
+    def __repr__(self) -> str:
+        return (f"ZooRecord({self.object_id!r}, {self.class_name!r}, arch={self.arch!r}, "
+                f"function={self.function!r}, split={self.split!r})")
+
+
+class ZooStore:
+    """A zoo directory opened for reading: iterate it for :class:`ZooRecord` s (sorted by key)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ZooError(f"zoo directory {self.root} does not exist")
+        mpath = self.root / MANIFEST
+        if not mpath.exists():
+            raise ZooError(f"{self.root} is not an INR zoo: it has no {MANIFEST} "
+                           f"(build one with `gmn-inr zoo build --out {self.root}`)")
+        try:
+            self.manifest = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ZooError(f"{mpath} is not valid JSON: {exc}") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            raise ZooError(f"{mpath} is not a gmn_inr zoo manifest (format "
+                           f"{self.manifest.get('format') if isinstance(self.manifest, dict) else None!r}, want {FORMAT!r})")
+        self.classes: list[str] = list(self.manifest.get("classes", []))
+        self.objects: dict[str, dict] = self.manifest.get("objects", {})
+        self._records = [ZooRecord(self.root, k, e) for k, e in sorted(self.manifest.get("inrs", {}).items())]
+
+    def __iter__(self) -> Iterator[ZooRecord]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i: int) -> ZooRecord:
+        return self._records[i]
+
+    def records(self, split: Optional[str] = None, archs=None, functions=None, families=None,
+                classes=None) -> list[ZooRecord]:
+        """Records filtered by split, architecture names, functions, families, class names."""
+        def ok(r: ZooRecord) -> bool:
+            return ((split is None or r.split == split) and (archs is None or r.arch in archs)
+                    and (functions is None or r.function in functions)
+                    and (families is None or r.family in families)
+                    and (classes is None or r.class_name in classes))
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
+        return [r for r in self._records if ok(r)]
+
+    def verify(self) -> list[Path]:
+        """Check every file's sha256; returns the paths of missing or corrupt files."""
+        bad = []
+        for r in self._records:
+            try:
+                r.verify()
+            except ZooCorruptError as exc:
+                bad.append(exc.path)
+        return bad
+
+    def counts(self) -> dict:
+        """Counts per family, arch, class, function, split (of INRs) and objects per split."""
+        from collections import Counter
+
+        out = {k: Counter() for k in ("family", "arch", "class_name", "function", "split")}
+        for r in self._records:
+            for k in out:
+                out[k][getattr(r, k)] += 1
+        out["objects_per_split"] = Counter(o["split"] for o in self.objects.values())
+        return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def open_store(root) -> ZooStore:
+    """Open a zoo directory for reading (clear :class:`ZooError` if it is not one)."""
+    return ZooStore(root)
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+class ZooWriter:
+    """Builds (or resumes) a zoo: objects first, then INRs one file at a time.
+
+    ``flush()`` rewrites the manifest atomically; call it after each batch of INRs.
+    """
+
+    def __init__(self, root, config: Optional[dict] = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        mpath = self.root / MANIFEST
+        if mpath.exists():
+            store = ZooStore(self.root)          # validates format
+            self.manifest = store.manifest
+            if config is not None and self.manifest.get("config") not in (None, config):
+                raise ZooError(f"{self.root} holds a zoo built with a different configuration; "
+                               f"use another --out or delete it")
+        else:
+            if any(self.root.iterdir()):
+                raise ZooError(f"{self.root} is not empty and has no {MANIFEST}: refusing to build a zoo there")
+            self.manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": config,
+                             "classes": [], "objects": {}, "inrs": {}, "dropped": {}, "builds": []}
+            self.flush()
+
+    @property
+    def inrs(self) -> dict:
+        return self.manifest["inrs"]
+
+    def set_objects(self, classes: list[str], objects: dict[str, dict]) -> None:
+        """Register objects ``{object_id: {class_name, label, split, ...}}``; on resume they
+        must agree with what is stored (an object never changes split)."""
+        old = self.manifest["objects"]
+        for oid, o in objects.items():
+            if oid in old and old[oid].get("split") != o["split"]:
+                raise ZooError(f"object {oid} is stored in split {old[oid]['split']!r}, asked for {o['split']!r}")
+        self.manifest["classes"] = list(classes)
+        old.update(objects)
+        self.flush()
+
+    def done(self, key: str) -> bool:
+        return key in self.inrs or key in self.manifest["dropped"]
+
+    def rel_path(self, object_id: str, function: str, arch: str) -> str:
+        return rel_path(object_id, function, arch)
+
+    def add(self, spec: ArchSpec, function: str, object_id: str, state_dict: dict, gate: dict) -> dict:
+        """Write one INR file (atomically) and enter it in the manifest (in memory until
+        :meth:`flush`)."""
+        o = self.manifest["objects"][object_id]
+        rel = self.rel_path(object_id, function, spec.name)
+        meta = {"format": FILE_FORMAT, "arch_spec": spec.to_json(), "arch": spec.name, "family": spec.family,
+                "function": function, "object_id": object_id, "class_name": o["class_name"],
+                "label": str(o["label"]), "split": o["split"], "gate": json.dumps(gate, sort_keys=True)}
+        sha, n = write_inr_file(self.root / rel, state_dict, meta)
+        entry = self._entry(meta, rel, sha, n)
+        self.inrs[inr_key(object_id, function, spec.name)] = entry
+        return entry
+
+    @staticmethod
+    def _entry(meta: dict, rel: str, sha: str, n: int) -> dict:
+        return {"path": rel, "sha256": sha, "bytes": n, "arch": meta["arch"], "family": meta["family"],
+                "function": meta["function"], "object_id": meta["object_id"], "class_name": meta["class_name"],
+                "label": int(meta["label"]), "split": meta["split"], "arch_spec": meta["arch_spec"],
+                "gate": json.loads(meta.get("gate", "{}"))}
+
+    def drop(self, spec: ArchSpec, function: str, object_id: str, gate: dict) -> None:
+        """Record an INR that failed the quality gate (it is not stored, and not refitted on resume)."""
+        self.manifest["dropped"][inr_key(object_id, function, spec.name)] = {
+            "arch": spec.name, "family": spec.family, "function": function, "object_id": object_id, "gate": gate}
+
+    def adopt_orphans(self) -> int:
+        """Enter complete INR files that a killed build wrote but never listed; returns how many.
+        Half-written temp files are deleted (they never had a final name)."""
+        n = 0
+        base = self.root / "inrs"
+        if not base.exists():
+            return 0
+        listed = {e["path"] for e in self.inrs.values()}
+        for p in base.rglob("*"):
+            if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"):
+                p.unlink()
+                continue
+            if not p.is_file() or p.suffix != ".safetensors":
+                continue
+            rel = p.relative_to(self.root).as_posix()
+            if rel in listed:
+                continue
+            try:
+                _, meta = read_inr_file(p)
+                ArchSpec.from_json(meta["arch_spec"])
+                if meta["object_id"] not in self.manifest["objects"]:
+                    raise ZooError("unknown object")
+            except (ZooError, SpecError, KeyError):
+                continue             # not ours or unreadable: left alone; a refit overwrites it
+            key = inr_key(meta["object_id"], meta["function"], meta["arch"])
+            self.inrs[key] = self._entry(meta, rel, sha256_file(p), p.stat().st_size)
+            n += 1
+        if n:
+            self.flush()
+        return n
+
+    def flush(self) -> None:
+        data = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(self.root / MANIFEST, data)

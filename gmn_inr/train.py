@@ -77,19 +77,33 @@ class TrainConfig:
     functions: Optional[list] = None    #: decoder heads; None = the functions found in the data
     unified: Optional[str] = None       #: INRet unified decoder: decode every implicit INR as this
     steps: int = 200
-    batch_pairs: int = 4                #: pairs per (global) batch; the paper uses 8
+    batch_pairs: int = 8                #: pairs per (global) batch (the paper: 8)
     lr: float = 1e-3                    #: one-cycle maximum learning rate (paper 1e-4 over 250 epochs)
     weight_decay: float = 1e-2
     pct_start: float = 0.3              #: one-cycle warm-up fraction
     grad_clip: float = 0.0              #: max gradient norm; 0 = off
     seed: int = 0
-    rays_per_inr: int = 128             #: rendering loss: rays per radiance INR per step
+    rays_per_inr: int = 64              #: rendering loss: rays per radiance INR per step
     samples_per_ray: int = 24
     points_per_inr: int = 512           #: implicit loss: query points per INR per step
     near_fraction: float = 0.5          #: share of query points near the surface
     background: float = 1.0             #: background colour (white, as ShapeNet renders)
     ckpt_every: int = 100
     log_every: int = 10
+
+    @classmethod
+    def for_preset(cls, preset: str, **overrides: Any) -> "TrainConfig":
+        """Sensible run settings per preset: ``paper`` (the paper's lr 1e-4 and batch 8, more rays
+        per INR for a GPU), ``cpu`` (a step of 8 pairs in about a second on 2 cores), ``tiny``
+        (tests)."""
+        table = {
+            "paper": dict(lr=1e-4, batch_pairs=8, rays_per_inr=1024, samples_per_ray=64, points_per_inr=4096),
+            "cpu": dict(lr=1e-3, batch_pairs=8, rays_per_inr=64, samples_per_ray=24, points_per_inr=512),
+            "tiny": dict(lr=3e-3, batch_pairs=4, rays_per_inr=32, samples_per_ray=12, points_per_inr=128),
+        }
+        if preset not in table:
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(table)}")
+        return cls(**{"preset": preset, **table[preset], **overrides})
 
     def weights(self) -> LossWeights:
         w = LossWeights.named(self.loss)
@@ -590,12 +604,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unified", default=None, choices=list(FUNCTIONS[1:]), help="INRet unified decoder target")
     p.add_argument("--archs", default=None, help="comma-separated training architectures (default: the zoo's)")
     p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch-pairs", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-pairs", type=int, default=None, help="pairs per step (preset default)")
+    p.add_argument("--lr", type=float, default=None, help="one-cycle max learning rate (preset default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rays", type=int, default=128, help="rays per radiance INR per step")
-    p.add_argument("--samples", type=int, default=24, help="samples per ray")
-    p.add_argument("--points", type=int, default=512, help="query points per implicit INR per step")
+    p.add_argument("--rays", type=int, default=None, help="rays per radiance INR per step (preset default)")
+    p.add_argument("--samples", type=int, default=None, help="samples per ray (preset default)")
+    p.add_argument("--points", type=int, default=None, help="query points per implicit INR per step (preset default)")
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
@@ -616,13 +630,14 @@ def run(args: argparse.Namespace) -> int:
         pairs = pairs_from_records(store.records(split="train", functions=[args.function], archs=archs))
     else:
         pairs = PairDataset(store, "train", function=args.function, **({"archs": archs} if archs else {}))
-    if len(pairs) < args.batch_pairs:
+    given = {"batch_pairs": args.batch_pairs, "lr": args.lr, "rays_per_inr": args.rays,
+             "samples_per_ray": args.samples, "points_per_inr": args.points}
+    config = TrainConfig.for_preset(args.preset, loss=args.loss, contrastive_weight=args.lambda_c,
+                                    l2_weight=args.mu_l2, unified=args.unified, steps=args.steps, seed=args.seed,
+                                    ckpt_every=args.ckpt_every, **{k: v for k, v in given.items() if v is not None})
+    if len(pairs) < config.batch_pairs:
         raise SystemExit(f"{args.store} has {len(pairs)} training pairs of {args.function!r} INRs in two "
-                         f"families; --batch-pairs {args.batch_pairs} needs at least that many")
-    config = TrainConfig(preset=args.preset, loss=args.loss, contrastive_weight=args.lambda_c, l2_weight=args.mu_l2,
-                         unified=args.unified, steps=args.steps, batch_pairs=args.batch_pairs, lr=args.lr,
-                         seed=args.seed, rays_per_inr=args.rays, samples_per_ray=args.samples,
-                         points_per_inr=args.points, ckpt_every=args.ckpt_every)
+                         f"families; a batch of {config.batch_pairs} pairs needs at least that many")
     res = train(config, pairs, args.out, resume=not args.no_resume, progress=not args.no_progress)
     last = res.history[-1] if res.history else {}
     print(f"trained to step {res.step} in {res.seconds:.1f}s; last losses "

@@ -137,6 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="results/encoder_speed.json")
     args = ap.parse_args(argv)
+    from gmn_inr.train import tune_malloc
+
+    tune_malloc()                                   # both variants run with the same allocator settings
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else 3

@@ -153,6 +153,9 @@ class GMNEncoder(nn.Module):
     ``GMNEncoder.from_preset("cpu" | "paper" | "tiny")`` gives named sizes.
     """
 
+    #: edges per readout chunk when no gradient is needed (bounds inference memory)
+    READOUT_CHUNK = 32768
+
     def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
                  value_freqs: int = 64, efficient: bool = True):
         super().__init__()
@@ -250,9 +253,14 @@ class GMNEncoder(nn.Module):
             h, e = block(h, e, src, dst, inv_deg)
         # readout: mean over each graph's edges of ReLU(Linear(e))
         edge_graph = node_graph.index_select(0, src)
-        out = torch.relu(self.readout(e))
-        pooled = out.new_zeros(num_graphs, out.shape[1]).index_add_(0, edge_graph, out)
-        n_edges = torch.bincount(edge_graph, minlength=num_graphs).clamp_min(1).to(out.dtype)
+        pooled = e.new_zeros(num_graphs, self.config.embed_dim)
+        # without autograd the [E, D] activations need not exist at once (D = 1024 on 500k edges
+        # would be 2 GB): pool them chunk by chunk
+        step = e.shape[0] if torch.is_grad_enabled() else self.READOUT_CHUNK
+        for i in range(0, e.shape[0], max(step, 1)):
+            out = torch.relu(self.readout(e[i:i + step]))
+            pooled = pooled.index_add(0, edge_graph[i:i + step], out)
+        n_edges = torch.bincount(edge_graph, minlength=num_graphs).clamp_min(1).to(pooled.dtype)
         return pooled / n_edges.unsqueeze(1)
 
     def to_plain(self) -> "GMNEncoder":

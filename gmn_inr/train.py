@@ -90,6 +90,7 @@ class TrainConfig:
     background: float = 1.0             #: background colour (white, as ShapeNet renders)
     ckpt_every: int = 100
     log_every: int = 10
+    device: str = "auto"                #: auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda[:i]
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> "TrainConfig":
@@ -191,7 +192,7 @@ class GMNModel(nn.Module):
         hit = cache.get(key)
         if hit is not None and hit[0] is record:
             return hit[1]
-        f = record.field()
+        f = record.field().to(self.encoder.readout.weight.device)
         if len(cache) >= self.TEACHER_CACHE:
             cache.pop(next(iter(cache)))
         cache[key] = (record, f)
@@ -233,6 +234,9 @@ class GMNModel(nn.Module):
                                  f"set TrainConfig.functions to include {r.function!r}")
             groups.setdefault(head, []).append(i)
         out: dict[str, torch.Tensor] = {}
+        dev = z.device
+        # random numbers come from CPU generators and are moved afterwards, so a run draws the same
+        # rays and points on any device and in any process
         for head, idx in groups.items():
             dec = self.decoders[head]
             gens = [torch.Generator().manual_seed(seeds[i]) for i in idx]
@@ -242,6 +246,7 @@ class GMNModel(nn.Module):
                 for i, g in zip(idx, gens):
                     ro, rd = random_rays(cfg.rays_per_inr, g)
                     p, _, d = sample_along_rays(ro, rd, cfg.samples_per_ray, stratified=True, generator=g)
+                    p, d = p.to(dev), d.to(dev)
                     with torch.no_grad():
                         rgb, sigma = radiance_from_raw(self.teacher(records[i])(p))
                         c, a, _ = composite(rgb, sigma, d, cfg.background)
@@ -256,7 +261,9 @@ class GMNModel(nn.Module):
                 xyz, tgt = [], []
                 for i, g in zip(idx, gens):
                     teacher = self.teacher(records[i])
-                    p, v = implicit_query_points(teacher, cfg.points_per_inr, g, near_fraction=cfg.near_fraction)
+                    p, v = implicit_query_points(lambda x: teacher(x.to(dev)).cpu(), cfg.points_per_inr, g,
+                                                 near_fraction=cfg.near_fraction)
+                    p, v = p.to(dev), v.to(dev)
                     xyz.append(p), tgt.append(convert_target(v, records[i].function, head))
                 pred = dec(zi, torch.stack(xyz)).squeeze(-1)          # [k, P]
                 per_inr = implicit_loss(pred, torch.stack(tgt), head, reduction="none")
@@ -303,13 +310,13 @@ def save_checkpoint(out_dir: str | Path, model: GMNModel, optimizer: Optional[to
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     groups = []
     if optimizer is not None:
         sd = optimizer.state_dict()
         for pid, st in sd["state"].items():
             for k, v in st.items():
-                tensors[f"optim/{pid}/{k}"] = torch.as_tensor(v).detach().contiguous().clone()
+                tensors[f"optim/{pid}/{k}"] = torch.as_tensor(v).detach().cpu().contiguous().clone()
         groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": str(step),
             "config": model.config.to_json(), "functions": json.dumps(model.functions),
@@ -462,14 +469,25 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def _dist_info() -> tuple[int, int]:
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def _dist_info(device: str = "auto") -> tuple[int, int]:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
         dist.init_process_group(backend)
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -487,7 +505,7 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
     config.validate()
     tune_malloc()                 # measured: a 16-graph encoder step 2.5 s -> 1.1 s on 1 thread
     pairs = _as_sequence(pairs)
-    rank, world = _dist_info()
+    rank, world = _dist_info(config.device)
     if config.batch_pairs % world:
         raise ValueError(f"batch_pairs={config.batch_pairs} must be divisible by the {world} processes")
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -509,8 +527,9 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         if jpath.exists():
             history = [h for h in json.loads(jpath.read_text()).get("history", []) if h["step"] <= start]
 
+    device = _pick_device(config.device)
     torch.manual_seed(_seed_of(config.seed, 7))                      # same initial weights everywhere
-    model = GMNModel(config, functions)
+    model = GMNModel(config, functions).to(device)
     if tensors is not None:
         state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         load_state_strict(model, state, f"checkpoint {ckpt}")
@@ -519,7 +538,8 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         _load_optimizer(optimizer, meta, tensors)
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                  find_unused_parameters=True)
 
     n_local = config.batch_pairs // world
     n_global_inrs = 2 * config.batch_pairs
@@ -542,9 +562,9 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         gidx = [rank * n_local + k for k in range(n_local)]
         gidx = gidx + [config.batch_pairs + k for k in gidx]
         seeds = [_seed_of(config.seed, step, j) for j in gidx]
-        batch = batch_graphs([r.graph() for r in records])
+        batch = batch_graphs([r.graph() for r in records], device=device)
         terms = net(batch, records, seeds, n_global_inrs, world)
-        total = sum((_weight_of(k, weights) * v for k, v in terms.items()), torch.zeros(()))
+        total = sum((_weight_of(k, weights) * v for k, v in terms.items()), torch.zeros((), device=device))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if config.grad_clip > 0:
@@ -555,9 +575,9 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         logged["total"] = float(total.detach())
         if world > 1:
             import torch.distributed as dist
-            vals = torch.tensor(list(logged.values()), dtype=torch.float64)
+            vals = torch.tensor(list(logged.values()), dtype=torch.float64, device=device)
             dist.all_reduce(vals)
-            logged = dict(zip(logged, (vals / world).tolist()))
+            logged = dict(zip(logged, (vals / world).cpu().tolist()))
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
             history.append({"step": done, "lr": lr, **logged})
@@ -612,7 +632,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=None, help="samples per ray (preset default)")
     p.add_argument("--points", type=int, default=None, help="query points per implicit INR per step (preset default)")
     p.add_argument("--ckpt-every", type=int, default=100)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is faster when other processes share the cores)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--no-progress", action="store_true")
 
@@ -635,7 +657,7 @@ def run(args: argparse.Namespace) -> int:
              "samples_per_ray": args.samples, "points_per_inr": args.points}
     config = TrainConfig.for_preset(args.preset, loss=args.loss, contrastive_weight=args.lambda_c,
                                     l2_weight=args.mu_l2, unified=args.unified, steps=args.steps, seed=args.seed,
-                                    ckpt_every=args.ckpt_every, **{k: v for k, v in given.items() if v is not None})
+                                    ckpt_every=args.ckpt_every, device=args.device, **{k: v for k, v in given.items() if v is not None})
     if len(pairs) < config.batch_pairs:
         raise SystemExit(f"{args.store} has {len(pairs)} training pairs of {args.function!r} INRs in two "
                          f"families; a batch of {config.batch_pairs} pairs needs at least that many")
@@ -666,7 +688,8 @@ def evaluate(model: GMNModel, pairs, seed: int = 12345, batch_pairs: Optional[in
         chosen = [pairs[i] for i in range(start, start + bp)]
         records = [a for a, _ in chosen] + [b for _, b in chosen]
         seeds = [_seed_of(seed, start, j) for j in range(len(records))]
-        terms = model(batch_graphs([r.graph() for r in records]), records, seeds, len(records), 1)
+        device = next(model.parameters()).device
+        terms = model(batch_graphs([r.graph() for r in records], device=device), records, seeds, len(records), 1)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n_batches += 1

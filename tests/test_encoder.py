@@ -158,3 +158,13 @@ def test_embedder_accepts_fields_graphs_and_records(tmp_path):
     assert torch.allclose(again.embed(recs), from_records, atol=1e-6)
     with pytest.raises(TypeError, match="cannot embed"):
         emb.embed([42])
+
+
+def test_chunked_readout_without_grad_equals_the_full_one(monkeypatch):
+    enc = GMNEncoder.from_preset("tiny")
+    b = batch_graphs([to_graph(_field("TRI")), to_graph(_field("HASH"))])
+    full = enc(b).detach()
+    monkeypatch.setattr(GMNEncoder, "READOUT_CHUNK", 100)
+    with torch.no_grad():
+        chunked = enc(b)
+    assert torch.allclose(full, chunked, atol=1e-6)

@@ -116,3 +116,20 @@ def test_config_validation():
         TrainConfig(preset="big").validate()
     with pytest.raises(ValueError, match="unknown TrainConfig"):
         TrainConfig.from_dict({"nope": 1})
+
+
+def test_pairs_from_records_pairs_one_object_across_families(radiance_pairs):
+    from gmn_inr.train import pairs_from_records
+
+    recs = list({id(r): r for p in radiance_pairs for r in p}.values())
+    pairs = pairs_from_records(recs[::-1])
+    assert len(pairs) == 4 * 3                                      # 4 objects x C(3 families, 2)
+    assert all(a.object_id == b.object_id and a.family != b.family for a, b in pairs)
+    assert [(a.object_id, a.arch, b.arch) for a, b in pairs] == \
+        [(a.object_id, a.arch, b.arch) for a, b in pairs_from_records(recs)]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_request_without_cuda_is_a_clear_error(radiance_pairs):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train(TrainConfig(loss="R", steps=1, device="cuda", **FAST), radiance_pairs, progress=False)

@@ -65,16 +65,16 @@ def preset_config(preset: str, **overrides) -> ZooConfig:
         cfg = ZooConfig("tiny", ("chair", "table", "mug"), 3,
                         {"radiance": TRAINING + ("MLP-2L", "HASH-11T"), "sdf": TRAINING}, "tiny",
                         FitConfig(steps=120, points=256, pool=4096, surface=1024, gate_res=24, min_iou=0.3,
-                                  max_sdf_err=0.06, min_psnr=14.0, min_view_psnr=12.0, gate_view=24),
+                                  max_sdf_err=0.013, min_psnr=14.0, min_view_psnr=12.0, gate_view=24),
                         batch=16)
     elif preset == "cpu":
-        cfg = ZooConfig("cpu", CLASSES, 4, {"radiance": ALL_ARCHS, **{f: TRAINING for f in IMPLICIT}}, "cpu",
-                        FitConfig(steps=200, points=768, pool=32768, surface=2048, gate_res=48, min_view_psnr=17.0),
-                        batch=24)
+        cfg = ZooConfig("cpu", CLASSES, 3, {"radiance": ALL_ARCHS, **{f: TRAINING for f in IMPLICIT}}, "cpu",
+                        FitConfig(steps=160, points=768, pool=32768, surface=1024, gate_res=32, gate_view=24,
+                                  gate_view_samples=32, min_view_psnr=17.0, max_sdf_err=0.008), batch=24)
     elif preset == "paper":
         cfg = ZooConfig("paper", CLASSES, 100, {"radiance": ALL_ARCHS, **{f: ALL_ARCHS for f in IMPLICIT}}, "paper",
                         FitConfig(steps=1500, points=4096, pool=250_000, surface=8192, gate_res=64, min_iou=0.6,
-                                  max_sdf_err=0.02, min_psnr=20.0), batch=64)
+                                  max_sdf_err=0.005, min_psnr=20.0), batch=64)
     else:
         raise ValueError(f"unknown zoo preset {preset!r}; known: tiny, cpu, paper")
     fit = overrides.pop("fit", None)

@@ -1,0 +1,118 @@
+"""Datasets over a zoo: single INRs, and pairs of one object in two architecture families.
+
+* :class:`INRDataset` yields :class:`~gmn_inr.zoo.store.ZooRecord` s (``item(i)``) or their
+  parameter graphs (``graphs=True``), converted once and cached on the record.
+* :class:`PairDataset` yields ``(rec_a, rec_b)``: the same object and implicit function in
+  two DIFFERENT families (the main paper's ``(N_j^A, N_j^B)`` for the contrastive term).
+* :func:`collate_graphs` / :func:`graph_loader` batch graphs with torch_geometric's
+  ``Batch.from_data_list``.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Optional, Sequence, Union
+
+from .store import SPLITS, ZooRecord, ZooStore, open_store
+
+
+def _store(store: Union[str, ZooStore]) -> ZooStore:
+    return store if isinstance(store, ZooStore) else open_store(store)
+
+
+class INRDataset:
+    """The records of a store filtered by split / architectures / functions / families.
+
+    ``ds[i]`` is a :class:`ZooRecord` (``graphs=False``) or its ``ParameterGraph``
+    (``graphs=True``; converted on first access, then cached on the record).
+    """
+
+    def __init__(self, store: Union[str, ZooStore], split: Optional[str] = None, archs: Optional[Sequence[str]] = None,
+                 functions: Optional[Sequence[str]] = None, families: Optional[Sequence[str]] = None,
+                 graphs: bool = False):
+        self.store = _store(store)
+        self.records = self.store.records(split=split, archs=archs, functions=functions, families=families)
+        self.graphs = graphs
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        return r.graph() if self.graphs else r
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+
+class PairDataset:
+    """Pairs ``(rec_a, rec_b)`` of one object, one function, two different families.
+
+    For every object of ``split`` with INRs of ``function`` in at least two families among
+    ``archs``, every unordered pair of its INRs whose families differ is an item (sorted,
+    deterministic). ``sample_pair(object_index, rng)`` draws one random such pair per object
+    instead (the usual per-epoch sampling).
+    """
+
+    def __init__(self, store: Union[str, ZooStore], split: Optional[str] = "train",
+                 archs: Sequence[str] = ("MLP", "TRI", "HASH", "OCT"), function: str = "radiance"):
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
+        self.store = _store(store)
+        recs = self.store.records(split=split, archs=archs, functions=(function,))
+        by_obj: dict[str, list[ZooRecord]] = {}
+        for r in recs:
+            by_obj.setdefault(r.object_id, []).append(r)
+        self.objects: list[str] = []
+        self.by_object: dict[str, list[ZooRecord]] = {}
+        self.pairs: list[tuple[ZooRecord, ZooRecord]] = []
+        for oid in sorted(by_obj):
+            rs = sorted(by_obj[oid], key=lambda r: r.arch)
+            ps = [(a, b) for a, b in itertools.combinations(rs, 2) if a.family != b.family]
+            if ps:
+                self.objects.append(oid)
+                self.by_object[oid] = rs
+                self.pairs += ps
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[ZooRecord, ZooRecord]:
+        return self.pairs[i]
+
+    def sample_pair(self, j: int, rng: Optional[random.Random] = None) -> tuple[ZooRecord, ZooRecord]:
+        """A random cross-family pair of object ``j`` (index into :attr:`objects`)."""
+        rng = rng or random
+        rs = self.by_object[self.objects[j]]
+        a = rng.choice(rs)
+        b = rng.choice([r for r in rs if r.family != a.family])
+        return a, b
+
+
+def collate_graphs(graphs: Sequence) -> "torch_geometric.data.Batch":  # noqa: F821
+    """``ParameterGraph`` s (or records) -> one ``torch_geometric.data.Batch``."""
+    from torch_geometric.data import Batch
+
+    gs = [g.graph() if isinstance(g, ZooRecord) else g for g in graphs]
+    return Batch.from_data_list([g.to_pyg() for g in gs])
+
+
+def collate_pairs(pairs: Sequence[tuple]) -> tuple:
+    """A list of ``(rec_a, rec_b)`` -> ``(Batch_a, Batch_b)``; row j of both is one object."""
+    return collate_graphs([a for a, _ in pairs]), collate_graphs([b for _, b in pairs])
+
+
+def graph_loader(dataset, batch_size: int = 8, shuffle: bool = False, seed: int = 0):
+    """A ``torch.utils.data.DataLoader`` over an :class:`INRDataset` (records or graphs) or a
+    :class:`PairDataset`, collating with torch_geometric. Runs in-process (graphs are cached
+    on the records, which worker processes would not share)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    collate = collate_pairs if isinstance(dataset, PairDataset) else collate_graphs
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=g)

@@ -88,18 +88,21 @@ class GMNLayer(nn.Module):
         """``x [N, H]``, ``e [E, H]``, ``src, dst [E]`` long, ``inv_deg [N, 1]`` -> new ``(x, e)``."""
         h = self.hidden
         xn = self.ln_x(x)
-        proj = self.node_proj(xn)                                  # [N, 3H] = [W1s x | W2s x | W1t x]
-        from_src = proj[:, : 2 * h].index_select(0, src)           # [E, 2H], one gather for both
-        to_dst = proj[:, 2 * h:].index_select(0, dst)              # [E, H]
-        # addmm fuses "node terms + edge product + bias" into the matmul's output buffer
-        e1 = torch.addmm(self.edge_w1.bias, self.ln_e(e), self.edge_w1.weight.t())
-        e1 = torch.relu_(e1.add_(from_src[:, :h]).add_(to_dst))
-        m = torch.addmm(self.edge_w2.bias, e1, self.edge_w2.weight.t())
-        m = torch.relu_(m.add_(from_src[:, h:]))
+        wp = self.node_proj.weight                                 # rows [W1s; W2s; W1t], each [H, H]
+        # node terms, with the edge layers' biases folded in once per node instead of per edge
+        w1s = F.linear(xn, wp[:h])                                 # [N, H]   W1s x
+        w2s_w1t = torch.addmm(torch.cat([self.edge_w2.bias, self.edge_w1.bias]), xn, wp[h:].t())  # [N, 2H]
+        # separate gathers of contiguous per-node tensors: slicing one [E, 2H] gather would make
+        # autograd zero-fill and copy full [E, 2H] gradients per slice
+        pre = w2s_w1t[:, h:].index_select(0, dst)                  # [E, H]   W1t x_j + b1
+        pre.add_(w1s.index_select(0, src))                         #        + W1s x_i
+        # addmm adds the gathered node terms inside the matmul (beta = 1): no extra [E, H] pass
+        e1 = torch.relu_(torch.addmm(pre, self.ln_e(e), self.edge_w1.weight.t()))
+        m = torch.relu_(torch.addmm(w2s_w1t[:, :h].index_select(0, src), e1, self.edge_w2.weight.t()))
         agg = x.new_zeros(x.shape[0], h).index_add_(0, dst, m) * inv_deg     # mean of incoming
         x1 = torch.relu(self.node_upd(torch.cat([xn, agg], dim=-1)))
         x = x + self.node_out(F.silu(x1))
-        e = e + self.edge_out(F.silu(e1))
+        e = torch.addmm(e, F.silu(e1), self.edge_out.weight.t()).add_(self.edge_out.bias)
         return x, e
 
 

@@ -1,0 +1,463 @@
+"""The headline benchmark: one encoder for every INR family, tested on architectures it never saw.
+
+    python benchmarks/unseen_arch.py [--preset {tiny,cpu,paper}] [--zoo DIR] [--out DIR] [--device cpu]
+
+Builds (or reuses, resuming an interrupted build) the preset's INR zoo, trains the GMN encoder on
+ALL training architectures (MLP+TRI+HASH+OCT radiance fields) three times — L_R, L_R+C, L_C —
+resuming from its checkpoints, plus one ablation on the main paper's graph, then reports:
+
+- classification (the analogue of Tables 2, 4, 9): the paper's classifier trained on the
+  embeddings of ALL and of each family, tested on every training architecture and every unseen
+  variant, on test objects the encoder never saw;
+- instance retrieval recall@1/5/10 (Table 6) for ALL/ALL and every query/gallery family pair;
+- baselines on the same split: a flat-weights network (one architecture only), a conversion
+  baseline (sample a voxel grid, 3D CNN) and INRet-style distillation, with seconds per INR;
+- ``OUT/unseen_arch.json``, ``OUT/unseen_arch.md``, ``OUT/tsne.png``, ``OUT/retrieval.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
+
+LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
+ABLATION = "L_R+C, paper graph"
+FAMILY_ARCH = {"mlp": "MLP", "triplane": "TRI", "hashgrid": "HASH", "octree": "OCT"}
+
+
+@dataclass(frozen=True)
+class BenchPreset:
+    zoo: str                 #: zoo preset
+    encoder: str             #: encoder/decoder preset of gmn_inr.train
+    steps: int               #: training steps per loss (batch and lr: TrainConfig.for_preset)
+    classifier_epochs: int
+    classifier_hidden: tuple
+    conversion_res: int      #: voxel grid of the conversion baseline
+    baseline_epochs: int
+    distill_per_arch: int    #: unseen INRs distilled per variant
+    distill_steps: int
+    ablation: bool = True
+
+
+BENCH_PRESETS = {
+    "tiny": BenchPreset(zoo="tiny", encoder="tiny", steps=30, classifier_epochs=30,
+                        classifier_hidden=(64, 32, 16), conversion_res=8, baseline_epochs=10, distill_per_arch=2,
+                        distill_steps=30, ablation=True),
+    "cpu": BenchPreset(zoo="cpu", encoder="cpu", steps=600, classifier_epochs=150,
+                       classifier_hidden=(1024, 512, 256), conversion_res=16, baseline_epochs=40,
+                       distill_per_arch=6, distill_steps=300),
+    "paper": BenchPreset(zoo="paper", encoder="paper", steps=20000, classifier_epochs=150,
+                         classifier_hidden=(1024, 512, 256), conversion_res=32, baseline_epochs=100,
+                         distill_per_arch=50, distill_steps=2000),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- data ------------------------------------------------------------------------------------
+def ensure_zoo(zoo_dir: Path, preset: str, reuse: bool = False):
+    """Open the zoo at ``zoo_dir``, building it first (or finishing an interrupted build).
+    ``reuse``: a directory that already holds a zoo is taken as it is, whatever its preset."""
+    from gmn_inr.zoo import open_store
+    from gmn_inr.zoo.store import MANIFEST
+
+    if reuse and (zoo_dir / MANIFEST).exists():
+        log(f"zoo {zoo_dir}: reusing as it is")
+        return open_store(zoo_dir)
+    from gmn_inr.zoo.build import build_zoo
+
+    log(f"zoo {zoo_dir} (preset {preset}): building or resuming")
+    build_zoo(zoo_dir, preset=preset)
+    return open_store(zoo_dir)
+
+
+class PaperGraphRecord:
+    """A zoo record whose graph is the main paper's (graphs.transforms.paper_style)."""
+
+    def __init__(self, rec):
+        self._rec = rec
+        self._graph = None
+
+    def __getattr__(self, name):
+        return getattr(self._rec, name)
+
+    def graph(self):
+        if self._graph is None:
+            from graphs.transforms import paper_style
+            self._graph = paper_style(self._rec.graph())
+        return self._graph
+
+
+@torch.no_grad()
+def embed_records(encoder, records, device: str, batch: int = 16) -> tuple[torch.Tensor, float]:
+    """Embeddings ``[N, D]`` of ``records`` and the seconds per INR (graph conversion included)."""
+    from gmn_inr.encoder import batch_graphs
+
+    encoder = encoder.to(device).eval()
+    out = []
+    t = time.perf_counter()
+    for i in range(0, len(records), batch):
+        chunk = records[i:i + batch]
+        out.append(encoder(batch_graphs([r.graph() for r in chunk], device=device)).cpu())
+    return torch.cat(out), (time.perf_counter() - t) / max(1, len(records))
+
+
+# -- evaluation ----------------------------------------------------------------------------
+def classification_table(z, recs, n_classes, bp: BenchPreset) -> dict:
+    """``{classifier_train_set: {test_set: accuracy}}``; train sets ALL and each family."""
+    from gmn_inr.tasks import ClassifierConfig, accuracy, train_classifier
+
+    labels = torch.tensor([r.label for r in recs])
+    arch = [r.arch for r in recs]
+    split = [r.split for r in recs]
+    train_sets = {"ALL": set(TRAINING_ARCHITECTURES), **{a: {a} for a in TRAINING_ARCHITECTURES}}
+    test_archs = list(TRAINING_ARCHITECTURES) + [a for a in UNSEEN_ARCHITECTURES if a in set(arch)]
+    out = {}
+    for name, archs in train_sets.items():
+        idx = [i for i in range(len(recs)) if split[i] == "train" and arch[i] in archs]
+        if len(idx) < 2:
+            continue
+        cfg = ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden, batch_size=64)
+        model = train_classifier(z[idx], labels[idx], n_classes, cfg)
+        row = {}
+        for a in test_archs:
+            t = [i for i in range(len(recs)) if split[i] == "test" and arch[i] == a]
+            if t:
+                row[a] = accuracy(model, z[t], labels[t])
+        out[name] = row
+    return out
+
+
+def retrieval_table(z, recs) -> dict:
+    """Recall@1/5/10 of the same object in another architecture (test split, training archs)."""
+    from gmn_inr.tasks import recall_at_k
+
+    idx = [i for i, r in enumerate(recs) if r.split == "test" and r.arch in TRAINING_ARCHITECTURES]
+    obj = {o: k for k, o in enumerate(sorted({recs[i].object_id for i in idx}))}
+    ids = torch.tensor([obj[recs[i].object_id] for i in idx])
+    archs = [recs[i].arch for i in idx]
+    zz = z[idx]
+    out = {}
+    n = len(idx)
+    if n > 1:
+        out["ALL/ALL"] = recall_at_k(zz, ids, zz, ids, exclude_self=torch.eye(n, dtype=torch.bool))
+    for qa in TRAINING_ARCHITECTURES:
+        for ga in TRAINING_ARCHITECTURES:
+            if qa == ga:
+                continue
+            q = [k for k in range(n) if archs[k] == qa]
+            g = [k for k in range(n) if archs[k] == ga]
+            if q and g:
+                out[f"{qa}/{ga}"] = recall_at_k(zz[q], ids[q], zz[g], ids[g])
+    return out
+
+
+# -- baselines ---------------------------------------------------------------------------
+def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device: str) -> tuple[dict, dict]:
+    from gmn_inr import baselines as B
+    from gmn_inr.fields import arch_spec_for
+    from gmn_inr.tasks import accuracy
+
+    labels = torch.tensor([r.label for r in recs])
+    train = [i for i, r in enumerate(recs) if r.split == "train" and r.arch in TRAINING_ARCHITECTURES]
+    test = [i for i, r in enumerate(recs) if r.split == "test"]
+    test_archs = sorted({recs[i].arch for i in test}, key=lambda a: (a not in TRAINING_ARCHITECTURES, a))
+    results, timing = {}, {}
+
+    # flat weights: trained and tested on MLP only; every other architecture cannot be read
+    log("baseline: flat weights (MLP only)")
+    mlp_train = [i for i in train if recs[i].arch == "MLP"]
+    w = torch.stack([B.flat_parameters(recs[i].field()) for i in mlp_train])
+    flat = B.train_supervised(B.FlatWeightsNet(w.shape[1], n_classes), w, labels[mlp_train],
+                              B.SupervisedConfig(epochs=bp.baseline_epochs))
+    row = {}
+    for a in test_archs:
+        t = [i for i in test if recs[i].arch == a]
+        ws = [B.flat_parameters(recs[i].field()) for i in t]
+        if all(x.numel() == flat.n_params for x in ws):
+            row[a] = B.class_accuracy(B.predict(flat, torch.stack(ws)), labels[t])
+        else:
+            row[a] = None  # a different parameter count: the method cannot embed it at all
+    results["flat_weights (trained on MLP)"] = row
+
+    # conversion: sample a voxel grid of every INR, classify with a 3D CNN trained on ALL
+    log(f"baseline: conversion ({bp.conversion_res}^3 grid + 3D CNN)")
+    t0 = time.perf_counter()
+    grids = {i: B.sample_grid(recs[i].field(), bp.conversion_res) for i in train + test}
+    sample_s = (time.perf_counter() - t0) / len(grids)
+    x_train = torch.stack([grids[i] for i in train])
+    cnn = B.train_supervised(B.VoxelNet(x_train.shape[1], n_classes), x_train, labels[train],
+                             B.SupervisedConfig(epochs=bp.baseline_epochs))
+    row = {}
+    t0 = time.perf_counter()
+    for a in test_archs:
+        t = [i for i in test if recs[i].arch == a]
+        row[a] = B.class_accuracy(B.predict(cnn, torch.stack([grids[i] for i in t])), labels[t])
+    cnn_s = (time.perf_counter() - t0) / len(test)
+    results["conversion (voxel grid + 3D CNN, trained on ALL)"] = row
+    timing["conversion"] = sample_s + cnn_s
+
+    # distillation: fit the MLP architecture to unseen INRs, then embed the copy
+    log(f"baseline: distillation into MLP ({bp.distill_per_arch} INRs per unseen variant, {bp.distill_steps} steps)")
+    from graphs import to_graph
+    from gmn_inr.encoder import batch_graphs
+    row, secs = {}, []
+    for a in [x for x in test_archs if x in UNSEEN_ARCHITECTURES]:
+        t = [i for i in test if recs[i].arch == a][: bp.distill_per_arch]
+        zs = []
+        for i in t:
+            t0 = time.perf_counter()
+            student = B.distill(recs[i].field(), arch_spec_for("MLP", recs[i].spec.out_dim, bp.zoo),
+                                steps=bp.distill_steps)
+            with torch.no_grad():
+                zs.append(encoder(batch_graphs([to_graph(student)], device=device)).cpu())
+            secs.append(time.perf_counter() - t0)
+        row[a] = accuracy(classifier_all, torch.cat(zs), labels[t])
+    results["distillation into MLP (L_R+C encoder, ALL classifier)"] = row
+    timing["distillation"] = sum(secs) / max(1, len(secs))
+    return results, timing
+
+
+# -- pictures ----------------------------------------------------------------------------
+def tsne_plot(embeddings: dict, recs, class_names, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    idx = [i for i, r in enumerate(recs) if r.split == "test" and r.arch in TRAINING_ARCHITECTURES]
+    markers = {"mlp": "o", "triplane": "^", "hashgrid": "s", "octree": "D"}
+    fig, axes = plt.subplots(1, len(embeddings), figsize=(6 * len(embeddings), 5.5))
+    axes = [axes] if len(embeddings) == 1 else axes
+    cmap = plt.get_cmap("tab20")
+    for ax, (name, z) in zip(axes, embeddings.items()):
+        zz = torch.nn.functional.normalize(z[idx], dim=-1).numpy()
+        xy = TSNE(n_components=2, perplexity=min(30, max(2, len(idx) // 4)), init="pca", random_state=0).fit_transform(zz)
+        for fam, m in markers.items():
+            sel = [k for k, i in enumerate(idx) if recs[i].family == fam]
+            ax.scatter(xy[sel, 0], xy[sel, 1], c=[cmap(recs[idx[k]].label % 20) for k in sel], marker=m, s=22,
+                       edgecolors="k", linewidths=0.3, label=FAMILY_ARCH[fam])
+        ax.set_title(name)
+        ax.set_xticks([]); ax.set_yticks([])
+    handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(k % 20), label=c) for k, c in enumerate(class_names)]
+    handles += [plt.Line2D([], [], marker=m, ls="", color="gray", label=FAMILY_ARCH[f]) for f, m in markers.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8)
+    fig.suptitle("t-SNE of test embeddings: colour = class, marker = family")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def retrieval_plot(z, recs, path: Path, n_queries: int = 4, k: int = 5, size: int = 64) -> None:
+    """Queries (left) and their k nearest neighbours among the other families' test INRs,
+    each rendered from its own INR."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from gmn_inr.render import orbit_cameras, render_image
+    from gmn_inr.tasks import cosine_similarity_matrix
+
+    idx = [i for i, r in enumerate(recs) if r.split == "test" and r.arch in TRAINING_ARCHITECTURES]
+    fams = list(FAMILY_ARCH)
+    queries = []
+    for q in idx:  # one query per family, distinct classes where possible
+        if len(queries) == n_queries:
+            break
+        if recs[q].family == fams[len(queries) % len(fams)] and recs[q].label not in {recs[x].label for x in queries}:
+            queries.append(q)
+    c2w = orbit_cameras(1, elevation=25.0)[0]
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.8 * (k + 1), 1.9 * len(queries)), squeeze=False)
+    for row, q in enumerate(queries):
+        gal = [i for i in idx if recs[i].family != recs[q].family]
+        sim = cosine_similarity_matrix(z[[q]], z[gal])[0]
+        top = [gal[j] for j in sim.topk(min(k, len(gal))).indices.tolist()]
+        for col, i in enumerate([q] + top):
+            with torch.no_grad():
+                img = render_image(recs[i].field(), c2w, size, size).clamp(0, 1).numpy()
+            ax = axes[row, col]
+            ax.imshow(img)
+            ok = recs[i].object_id == recs[q].object_id
+            ax.set_title(f"{'QUERY ' if col == 0 else ''}{recs[i].arch}\n{recs[i].class_name}", fontsize=7,
+                         color="green" if (col and ok) else "black")
+            ax.axis("off")
+    fig.suptitle("Retrieval across architectures (green: the query's own object)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- report ------------------------------------------------------------------------------
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# unseen_arch — preset `{report['meta']['preset']}`", "",
+             f"{report['meta']['date']}, commit `{report['meta']['commit']}`, device {report['meta']['device']}, "
+             f"wall {report['meta']['wall_seconds'] / 60:.1f} min. Accuracies and recalls in %.", ""]
+    for loss, table in report["classification"].items():
+        tests = list(next(iter(table.values())).keys()) if table else []
+        lines += [f"## Classification — encoder {loss}", "",
+                  "| classifier trained on | " + " | ".join(tests) + " |", "|---" * (len(tests) + 1) + "|"]
+        lines += [f"| {tr} | " + " | ".join(_pct(row.get(t)) for t in tests) + " |" for tr, row in table.items()]
+        lines.append("")
+    lines += ["## Instance retrieval (recall@k of the same object, test split)", ""]
+    pairs = list(next(iter(report["retrieval"].values())).keys()) if report["retrieval"] else []
+    lines += ["| encoder | k | " + " | ".join(pairs) + " |", "|---" * (len(pairs) + 2) + "|"]
+    for loss, table in report["retrieval"].items():
+        for k in ("1", "5", "10"):
+            lines.append(f"| {loss} | {k} | " + " | ".join(_pct(table[p][k]) for p in pairs) + " |")
+    lines.append("")
+    lines += ["## Baselines (same split)", ""]
+    for name, row in report["baselines"].items():
+        lines += [f"**{name}**: " + ", ".join(f"{a} {_pct(v)}" for a, v in row.items()), ""]
+    lines += ["## Seconds per INR", "", "| method | s/INR |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in report["timing"].items()]
+    lines += ["", "## Goals", ""] + [f"- {g}" for g in report["goals"]]
+    return "\n".join(lines) + "\n"
+
+
+def goals(report: dict) -> list[str]:
+    out = []
+    cls = report["classification"].get("L_R+C", {})
+    allrow = cls.get("ALL", {})
+    unseen = {a: v for a, v in allrow.items() if a in UNSEEN_ARCHITECTURES}
+    if unseen:
+        worst = min(unseen, key=unseen.get)
+        out.append(f"ALL classifier >= 85% on every unseen variant (L_R+C): worst {worst} {_pct(unseen[worst])}% -> "
+                   f"{'met' if unseen[worst] >= 0.85 else 'missed'}")
+    fam = [(tr, te, v) for tr, row in cls.items() if tr != "ALL" for te, v in row.items()
+           if te in TRAINING_ARCHITECTURES and te != tr]
+    if fam:
+        tr, te, v = min(fam, key=lambda x: x[2])
+        out.append(f"one-family classifier >= 70% on the other families (L_R+C): worst {tr}->{te} {_pct(v)}% -> "
+                   f"{'met' if v >= 0.7 else 'missed'}")
+    r_rc = report["retrieval"].get("L_R+C", {}).get("ALL/ALL", {}).get("1")
+    r_r = report["retrieval"].get("L_R", {}).get("ALL/ALL", {}).get("1")
+    if r_rc is not None and r_r is not None:
+        ok = r_rc >= 0.5 and r_rc >= 10 * max(r_r, 1e-9)
+        out.append(f"recall@1 ALL/ALL >= 50% and >= 10x L_R's: {_pct(r_rc)}% vs L_R {_pct(r_r)}% -> {'met' if ok else 'missed'}")
+    t = report["timing"]
+    if "gmn_direct" in t and "distillation" in t:
+        ratio = t["distillation"] / t["gmn_direct"]
+        out.append(f"direct embedding >= 100x faster than distillation: {ratio:.0f}x -> {'met' if ratio >= 100 else 'missed'}")
+    if "gmn_direct" in t and "conversion" in t:
+        out.append(f"direct embedding faster than conversion: {t['gmn_direct']:.4f} vs {t['conversion']:.4f} s/INR -> "
+                   f"{'met' if t['gmn_direct'] < t['conversion'] else 'missed'}")
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
+    ap.add_argument("--zoo", default=None, help="an existing zoo to reuse as it is (default: build or resume zoo_cache/PRESET)")
+    ap.add_argument("--out", default="results", help="where the JSON, Markdown and pictures go")
+    ap.add_argument("--runs", default=None, help="checkpoint directory (default runs/PRESET); reused and resumed")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps per loss")
+    ap.add_argument("--no-ablation", action="store_true", help="skip the paper-graph ablation run")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    bp = BENCH_PRESETS[args.preset]
+    if args.steps:
+        bp = replace(bp, steps=args.steps)
+    if args.no_ablation:
+        bp = replace(bp, ablation=False)
+    torch.manual_seed(0)
+    from gmn_inr.train import TrainConfig, train, tune_malloc
+    tune_malloc()
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = Path(args.runs or f"runs/{args.preset}")
+
+    store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None)
+    from gmn_inr.zoo.dataset import PairDataset
+    recs = [r for r in store if r.function == "radiance"]
+    if not recs:
+        raise SystemExit("the zoo holds no radiance INRs")
+    class_names = store.classes
+    n_classes = len(class_names)
+    pairs = PairDataset(store, split="train", archs=TRAINING_ARCHITECTURES, function="radiance")
+    log(f"{len(recs)} radiance INRs, {n_classes} classes, {len(pairs)} training pairs")
+
+    runs_to_do = dict(LOSSES)
+    if bp.ablation:
+        runs_to_do[ABLATION] = "R+C"
+    report = {"classification": {}, "retrieval": {}, "baselines": {}, "timing": {}, "training": {}}
+    embeddings, encoders, classifiers_all = {}, {}, {}
+    for name, loss in runs_to_do.items():
+        paper = name == ABLATION
+        cfg = TrainConfig.for_preset(bp.encoder, loss=loss, steps=bp.steps, seed=0, ckpt_every=max(10, bp.steps // 10))
+        run_dir = runs / name.replace("+", "p").replace(", ", "_").replace(" ", "_")
+        log(f"training encoder {name} ({bp.steps} steps, batch {cfg.batch_pairs} pairs) -> {run_dir}")
+        train_pairs = [(PaperGraphRecord(a), PaperGraphRecord(b)) for a, b in pairs] if paper else pairs
+        res = train(cfg, train_pairs, out_dir=run_dir, resume=True)
+        report["training"][name] = {"seconds": res.seconds, "steps": res.step,
+                                    "final": res.history[-1] if res.history else None}
+        eval_recs = [PaperGraphRecord(r) for r in recs] if paper else recs
+        z, s_per_inr = embed_records(res.encoder, eval_recs, args.device)
+        log(f"{name}: embedded {len(recs)} INRs at {s_per_inr * 1e3:.1f} ms/INR")
+        if name == "L_R+C":
+            report["timing"]["gmn_direct"] = s_per_inr
+        report["classification"][name] = classification_table(z, recs, n_classes, bp)
+        if not paper:
+            report["retrieval"][name] = retrieval_table(z, recs)
+            embeddings[name] = z
+        encoders[name] = res.encoder
+        log(f"{name}: classifier ALL -> " + ", ".join(f"{a} {_pct(v)}" for a, v in report["classification"][name].get("ALL", {}).items()))
+
+    # the ALL classifier of L_R+C serves the distillation baseline
+    from gmn_inr.tasks import ClassifierConfig, train_classifier
+    z = embeddings["L_R+C"]
+    tr = [i for i, r in enumerate(recs) if r.split == "train" and r.arch in TRAINING_ARCHITECTURES]
+    clf = train_classifier(z[tr], torch.tensor([recs[i].label for i in tr]), n_classes,
+                           ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden, batch_size=64))
+    base, timing = baselines(recs, n_classes, bp, encoders["L_R+C"], clf, args.device)
+    report["baselines"] = base
+    report["timing"].update(timing)
+    report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,
+                      "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                      "date": _dt.datetime.now().isoformat(timespec="seconds"), "zoo": str(store.root),
+                      "n_inrs": len(recs), "n_classes": n_classes, "classes": class_names,
+                      "bench_preset": {k: (list(v) if isinstance(v, tuple) else v) for k, v in bp.__dict__.items()}}
+    if not args.no_plots:
+        log("plots: t-SNE and retrieval")
+        tsne_plot(embeddings, recs, class_names, out / "tsne.png")
+        retrieval_plot(embeddings["L_R+C"], recs, out / "retrieval.png")
+    report["meta"]["wall_seconds"] = time.perf_counter() - t_start
+    report["goals"] = goals(report)
+    md = markdown(report)
+    tmp = out / "unseen_arch.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, out / "unseen_arch.json")
+    (out / "unseen_arch.md").write_text(md)
+    print(md)
+    log(f"wrote {out / 'unseen_arch.json'}, {out / 'unseen_arch.md'}" + ("" if args.no_plots else ", tsne.png, retrieval.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

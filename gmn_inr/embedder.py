@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -133,7 +134,13 @@ def run(args: argparse.Namespace) -> int:
     from gmn_inr.zoo import open_store
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size)
+    from gmn_inr.train import CheckpointError
+
+    try:
+        emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size)
+    except CheckpointError as exc:
+        print(f"gmn-inr embed: error: {exc}", file=sys.stderr)
+        return 2
     store = open_store(args.store)
     records = [r for r in store if args.split is None or getattr(r, "split", None) == args.split]
     if not records:

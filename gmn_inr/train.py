@@ -520,7 +520,7 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         diff = [k for k in TrainConfig.SHAPING if old.get(k) != asdict(config).get(k)]
         if diff:
             raise CheckpointError(f"{ckpt} was trained with a different {', '.join(diff)} "
-                                  f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out or resume=False")
+                                  f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out, or start over with --no-resume (resume=False)")
         functions = json.loads(meta["functions"])
         start = int(meta["step"])
         jpath = out_dir / "checkpoint.json"
@@ -661,7 +661,11 @@ def run(args: argparse.Namespace) -> int:
     if len(pairs) < config.batch_pairs:
         raise SystemExit(f"{args.store} has {len(pairs)} training pairs of {args.function!r} INRs in two "
                          f"families; a batch of {config.batch_pairs} pairs needs at least that many")
-    res = train(config, pairs, args.out, resume=not args.no_resume, progress=not args.no_progress)
+    try:
+        res = train(config, pairs, args.out, resume=not args.no_resume, progress=not args.no_progress)
+    except CheckpointError as exc:
+        print(f"gmn-inr train: error: {exc}", file=sys.stderr)
+        return 2
     last = res.history[-1] if res.history else {}
     print(f"trained to step {res.step} in {res.seconds:.1f}s; last losses "
           + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "step") + f"; checkpoint {res.checkpoint}")

@@ -520,7 +520,8 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         diff = [k for k in TrainConfig.SHAPING if old.get(k) != asdict(config).get(k)]
         if diff:
             raise CheckpointError(f"{ckpt} was trained with a different {', '.join(diff)} "
-                                  f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out, or start over with --no-resume (resume=False)")
+                                  f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out, "
+                                  f"or start over with --no-resume (resume=False)")
         functions = json.loads(meta["functions"])
         start = int(meta["step"])
         jpath = out_dir / "checkpoint.json"

@@ -604,11 +604,16 @@ class MeshShape(Shape):
         self.wn_grid = wn.reshape(1, 1, sign_res, sign_res, sign_res)   # [x, y, z]
 
     def _nearest(self, p: torch.Tensor, k: int = 1):
-        d, i = self.tree.query(p.detach().reshape(-1, 3).cpu().numpy().astype(np.float64), k=k)
+        # workers=-1: the k-d tree query is the cost of a mesh's ground truth; use every core
+        d, i = self.tree.query(p.detach().reshape(-1, 3).cpu().numpy().astype(np.float64), k=k, workers=-1)
         return d, i
 
     def sdf(self, p: torch.Tensor) -> torch.Tensor:
         """``p [..., 3] -> [...]`` (not differentiable: a k-d tree lookup)."""
+        return self.sdf_and_color(p)[0]
+
+    def sdf_and_color(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``p [..., 3] -> ([...], [..., 3])`` from one k-d tree query."""
         lead = p.shape[:-1]
         flat = p.detach().reshape(-1, 3).float()
         d, idx = self._nearest(flat, k=8)
@@ -623,15 +628,13 @@ class MeshShape(Shape):
         cell = 2.0 / self.sign_res
         near = dist < 1.5 * cell
         inside = torch.where(near, torch.as_tensor(vote), inside)
-        return torch.where(inside, -dist, dist).reshape(lead).to(p.dtype)
+        colour = self.sample_colors[torch.as_tensor(idx[:, 0])].reshape(*lead, 3)
+        return torch.where(inside, -dist, dist).reshape(lead).to(p.dtype), colour
 
     def color(self, p: torch.Tensor) -> torch.Tensor:
         """``p [..., 3] -> [..., 3]``: colour of the nearest surface sample."""
         _, i = self._nearest(p)
         return self.sample_colors[torch.as_tensor(i)].reshape(*p.shape[:-1], 3)
-
-    def sdf_and_color(self, p):
-        return self.sdf(p), self.color(p)
 
     def sample_surface(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         idx = torch.randint(len(self.samples), (n,), generator=generator)

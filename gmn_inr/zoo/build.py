@@ -254,7 +254,8 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
     writer = ZooWriter(out, config=conf)
     adopted = writer.adopt_orphans()
     writer.set_objects(classes, {o: {"class_name": d["class_name"], "label": d["label"], "split": d["split"],
-                                     "source": d.get("path", "procedural")} for o, d in descs.items()})
+                                     "source": d.get("path", "procedural"), "seed": d.get("seed")}
+                                 for o, d in descs.items()})
     ids = sorted(descs)
     chunks = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
     work = []

@@ -65,10 +65,11 @@ def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[s
     fig, axes = plt.subplots(len(chosen), len(cols), figsize=(1.6 * len(cols), 1.6 * len(chosen)), squeeze=False)
     for i, oid in enumerate(chosen):
         meta = store.objects[oid]
-        desc = {"kind": "procedural" if meta.get("source", "procedural") == "procedural" else "mesh",
-                "class_name": meta["class_name"], "label": meta["label"],
-                "seed": int(oid.rsplit("-", 1)[1]) if meta.get("source", "procedural") == "procedural" else None,
-                "path": meta.get("source")}
+        procedural = meta.get("source", "procedural") == "procedural"
+        desc = {"kind": "procedural" if procedural else "mesh", "class_name": meta["class_name"],
+                "label": meta["label"], "path": meta.get("source"),
+                "seed": (meta["seed"] if meta.get("seed") is not None else int(oid.rsplit("-", 1)[1]))
+                if procedural else None}
         for j, col in enumerate(cols):
             ax = axes[i, j]
             ax.axis("off")

@@ -442,6 +442,9 @@ def main(argv=None) -> int:
                       "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "date": _dt.datetime.now().isoformat(timespec="seconds"), "zoo": str(store.root),
                       "n_inrs": len(recs), "n_classes": n_classes, "classes": class_names,
+                      # the encoder and the classifiers saw train objects only; tests use these
+                      "train_objects": sorted({r.object_id for r in recs if r.split == "train"}),
+                      "test_objects": sorted({r.object_id for r in recs if r.split == "test"}),
                       "bench_preset": {k: (list(v) if isinstance(v, tuple) else v) for k, v in bp.__dict__.items()}}
     if not args.no_plots:
         log("plots: t-SNE and retrieval")

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-# two cores: keep torch from oversubscribing them when pytest runs beside other work
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# tests are small workloads: one thread is as fast and does not fight other processes for cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,53 @@
+"""The headline benchmark end to end at the tiny preset: structure and honesty of its output."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory):
+    from gmn_inr.zoo.build import build_zoo
+
+    out = tmp_path_factory.mktemp("zoo_tiny")
+    build_zoo(out, preset="tiny", progress=False)
+    return out
+
+
+def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "unseen_arch.py"), "--preset", "tiny", "--zoo", str(tiny_zoo),
+           "--out", str(out), "--runs", str(runs), "--steps", "12"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "unseen_arch.json").read_text())
+    assert set(report) >= {"classification", "retrieval", "baselines", "timing", "meta"}
+    assert set(report["classification"]) >= {"L_R", "L_R+C", "L_C"}
+    for loss, table in report["classification"].items():
+        assert "ALL" in table
+        for train_set, row in table.items():
+            assert row, (loss, train_set)
+            assert all(0.0 <= v <= 1.0 for v in row.values())
+    for loss in ("L_R", "L_R+C", "L_C"):
+        assert "ALL/ALL" in report["retrieval"][loss]
+        for pair, r in report["retrieval"][loss].items():
+            assert set(r) == {"1", "5", "10"} and all(0.0 <= v <= 1.0 for v in r.values())
+            assert r["1"] <= r["5"] <= r["10"]
+    assert all(v > 0 for v in report["timing"].values())
+    meta = report["meta"]
+    assert meta["preset"] == "tiny" and meta["wall_seconds"] > 0
+    # numbers come from objects the encoder never saw
+    assert meta["test_objects"] and not set(meta["test_objects"]) & set(meta["train_objects"])
+    assert (out / "unseen_arch.md").read_text().startswith("# unseen_arch")
+    for png in ("tsne.png", "retrieval.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second run reuses the trained checkpoints instead of training again
+    proc2 = subprocess.run(cmd + ["--no-plots"], capture_output=True, text=True, timeout=900)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    again = json.loads((out / "unseen_arch.json").read_text())
+    assert again["training"]["L_R"]["steps"] == report["training"]["L_R"]["steps"] == 12
+    assert again["retrieval"] == report["retrieval"]

@@ -22,18 +22,31 @@ from gmn_inr.fields.activations import FUNCTIONS
 
 
 # -- SigLIP --------------------------------------------------------------------------------
-def siglip_loss(u: torch.Tensor, v: torch.Tensor, log_t: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def siglip_loss(u: torch.Tensor, v: torch.Tensor, log_t: torch.Tensor, b: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
     """SigLIP (Zhai et al.; open_clip / big_vision): ``u, v [N, D]`` (L2-normalised by the caller).
 
-    ``logits = exp(log_t) * u @ v.T + b``; ``labels = 2 I - 1`` (pair ``j`` matches only ``j``);
+    ``logits = exp(log_t) * u @ v.T + b``; ``labels = 2 I - 1`` (pair ``j`` matches only ``j``)
+    unless ``labels [N, N]`` (+1 / -1) is given, e.g. +1 wherever two pairs of a batch are the
+    same object, so that an object is never pushed away from itself;
     ``loss = -sum(logsigmoid(labels * logits)) / N``. Returns a scalar.
     """
     if u.dim() != 2 or u.shape != v.shape:
         raise ValueError(f"siglip_loss needs u, v of equal shape [N, D], got {tuple(u.shape)} and {tuple(v.shape)}")
     n = u.shape[0]
     logits = torch.exp(log_t) * (u @ v.t()) + b
-    labels = 2.0 * torch.eye(n, dtype=logits.dtype, device=logits.device) - 1.0
-    return -F.logsigmoid(labels * logits).sum() / n
+    if labels is None:
+        labels = 2.0 * torch.eye(n, dtype=logits.dtype, device=logits.device) - 1.0
+    elif labels.shape != (n, n):
+        raise ValueError(f"siglip_loss labels must be [{n}, {n}], got {tuple(labels.shape)}")
+    return -F.logsigmoid(labels.to(logits.dtype) * logits).sum() / n
+
+
+def same_object_labels(object_ids) -> torch.Tensor:
+    """``[N, N]`` SigLIP labels: +1 where pairs ``j`` and ``k`` show the same object, else -1."""
+    ids = list(object_ids)
+    codes = torch.tensor([ids.index(o) for o in ids])
+    return 2.0 * (codes.unsqueeze(0) == codes.unsqueeze(1)).float() - 1.0
 
 
 class SigLIP(nn.Module):
@@ -44,9 +57,9 @@ class SigLIP(nn.Module):
         self.log_t = nn.Parameter(torch.tensor(float(log_t_init)))
         self.b = nn.Parameter(torch.tensor(float(b_init)))
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Raw embeddings ``u, v [N, D]`` -> scalar loss (normalises them first)."""
-        return siglip_loss(F.normalize(u, dim=-1), F.normalize(v, dim=-1), self.log_t, self.b)
+        return siglip_loss(F.normalize(u, dim=-1), F.normalize(v, dim=-1), self.log_t, self.b, labels)
 
 
 # -- L2 alignment ------------------------------------------------------------------------

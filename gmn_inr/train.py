@@ -49,7 +49,7 @@ from gmn_inr.decoder import PRESETS as DECODER_PRESETS, make_decoders
 from gmn_inr.encoder import PRESETS as ENCODER_PRESETS, GMNEncoder, batch_graphs
 from gmn_inr.fields.activations import FUNCTIONS
 from gmn_inr.losses import (LossWeights, SigLIP, convert_target, implicit_loss, implicit_query_points,
-                            l2_alignment, rendering_loss)
+                            l2_alignment, rendering_loss, same_object_labels)
 from gmn_inr.render import composite, random_rays, sample_along_rays
 from gmn_inr.fields.activations import radiance_from_raw
 
@@ -204,9 +204,10 @@ class GMNModel(nn.Module):
         return self.config.unified
 
     def forward(self, batch, records: Sequence[Any], seeds: Sequence[int], n_global_inrs: int,
-                world: int = 1) -> dict[str, torch.Tensor]:
+                world: int = 1, labels: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """``batch``: PyG batch of the local ``2n`` graphs (all A's, then all B's);
-        ``seeds [2n]``: one RNG seed per INR. Returns the (local, DDP-scaled) loss terms."""
+        ``seeds [2n]``: one RNG seed per INR; ``labels [B, B]``: SigLIP labels of the global
+        batch (None: only pair j matches j). Returns the (local, DDP-scaled) loss terms."""
         w = self.config.weights()
         z = self.encoder(batch)                                     # [2n, D]
         n = z.shape[0] // 2
@@ -214,7 +215,7 @@ class GMNModel(nn.Module):
         if w.recon > 0:
             terms.update(self._reconstruction(z, records, seeds, n_global_inrs, world))
         if w.contrastive > 0:
-            terms["contrastive"] = self._contrastive(z[:n], z[n:], world)
+            terms["contrastive"] = self._contrastive(z[:n], z[n:], world, labels)
         if w.l2 > 0:
             terms["l2"] = l2_alignment(z[:n], z[n:])
         return terms
@@ -272,13 +273,16 @@ class GMNModel(nn.Module):
             out[key] = out[key] + val if key in out else val
         return out
 
-    def _contrastive(self, za: torch.Tensor, zb: torch.Tensor, world: int) -> torch.Tensor:
+    def _contrastive(self, za: torch.Tensor, zb: torch.Tensor, world: int,
+                     labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """SigLIP over the global batch. With ``world`` processes, the other processes' embeddings
         arrive without gradient; the returned value ``N L(mixed) - (N - 1) L(all detached)`` equals
         ``L`` and gives the local embeddings ``N`` times their gradient (DDP divides by ``N``) and
         ``log_t``, ``b`` exactly their gradient."""
+        if labels is not None:
+            labels = labels.to(za.device)
         if world == 1:
-            return self.siglip(za, zb)
+            return self.siglip(za, zb, labels)
         import torch.distributed as dist
 
         rank = dist.get_rank()
@@ -288,8 +292,8 @@ class GMNModel(nn.Module):
         dist.all_gather(gb, zb.detach().contiguous())
         all_a, all_b = torch.cat(ga), torch.cat(gb)
         ga[rank], gb[rank] = za, zb
-        mixed = self.siglip(torch.cat(ga), torch.cat(gb))
-        detached = self.siglip(all_a, all_b)
+        mixed = self.siglip(torch.cat(ga), torch.cat(gb), labels)
+        detached = self.siglip(all_a, all_b, labels)
         return world * mixed - (world - 1) * detached
 
 
@@ -564,7 +568,9 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         gidx = gidx + [config.batch_pairs + k for k in gidx]
         seeds = [_seed_of(config.seed, step, j) for j in gidx]
         batch = batch_graphs([r.graph() for r in records], device=device)
-        terms = net(batch, records, seeds, n_global_inrs, world)
+        # two pairs of one object in a batch are positives for each other, never negatives
+        labels = same_object_labels([getattr(pairs[i][0], "object_id", i) for i in idx])
+        terms = net(batch, records, seeds, n_global_inrs, world, labels)
         total = sum((_weight_of(k, weights) * v for k, v in terms.items()), torch.zeros((), device=device))
         optimizer.zero_grad(set_to_none=True)
         total.backward()

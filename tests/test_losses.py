@@ -105,3 +105,23 @@ def test_l2_and_combination_switches():
         combine({"render": torch.tensor(1.0)}, LossWeights.named("C"))
     with pytest.raises(ValueError):
         LossWeights.named("X")
+
+
+def test_siglip_labels_make_repeated_objects_positives():
+    from gmn_inr.losses import same_object_labels, siglip_loss
+
+    g = torch.Generator().manual_seed(3)
+    u = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    v = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    t, b = torch.tensor(0.7), torch.tensor(-2.0)
+    labels = same_object_labels(["a", "b", "a", "c"])
+    assert labels[0, 2] == 1 and labels[2, 0] == 1 and labels[0, 1] == -1 and bool((labels.diagonal() == 1).all())
+    want = 0.0
+    for j in range(4):
+        for k in range(4):
+            z = 1.0 if labels[j, k] > 0 else -1.0
+            want -= math.log(1 / (1 + math.exp(-z * (math.exp(0.7) * float(u[j] @ v[k]) - 2.0))))
+    assert abs(float(siglip_loss(u, v, t, b, labels)) - want / 4) < 1e-5
+    # with all-distinct objects the labels are the plain 2I - 1
+    assert torch.equal(same_object_labels(["x", "y", "z"]), 2 * torch.eye(3) - 1)
+    assert float(siglip_loss(u, v, t, b, labels)) != float(siglip_loss(u, v, t, b))

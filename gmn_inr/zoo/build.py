@@ -71,10 +71,10 @@ def preset_config(preset: str, **overrides) -> ZooConfig:
                                   max_sdf_err=0.013, min_psnr=14.0, min_view_psnr=12.0, gate_view=24),
                         batch=16)
     elif preset == "cpu":
-        # 6 objects per class, 4 train / 2 test (no val: the benchmarks do not tune on one);
+        # 10 objects per class, 6 train / 4 test (no val: the benchmarks do not tune on one);
         # unseen variants only where they are evaluated (test objects); the implicit-function
         # benchmark compares one architecture's sdf/udf/occupancy INRs (HASH)
-        cfg = ZooConfig("cpu", CLASSES, 6, {"radiance": ALL_ARCHS, **{f: ("HASH",) for f in IMPLICIT}}, "cpu",
+        cfg = ZooConfig("cpu", CLASSES, 10, {"radiance": ALL_ARCHS, **{f: ("HASH",) for f in IMPLICIT}}, "cpu",
                         FitConfig(steps=160, points=768, pool=32768, surface=1024, gate_res=32, gate_view=24,
                                   gate_view_samples=32, min_view_psnr=17.0, max_sdf_err=0.008), batch=24,
                         splits=(0.6, 0.0, 0.4), unseen_splits=("test",))

@@ -67,12 +67,15 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
     steps = args.steps or max(10, bp.steps // 2)
     from gmn_inr.train import TrainConfig, train, tune_malloc
     tune_malloc()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None)
     records = list(store)
     pairs = function_pairs(records, "train", args.arch)

@@ -54,9 +54,9 @@ BENCH_PRESETS = {
     "tiny": BenchPreset(zoo="tiny", encoder="tiny", steps=30, classifier_epochs=30,
                         classifier_hidden=(64, 32, 16), conversion_res=8, baseline_epochs=10, distill_per_arch=2,
                         distill_steps=30, ablation=True),
-    "cpu": BenchPreset(zoo="cpu", encoder="cpu", steps=600, classifier_epochs=150,
+    "cpu": BenchPreset(zoo="cpu", encoder="cpu", steps=400, classifier_epochs=150,
                        classifier_hidden=(1024, 512, 256), conversion_res=16, baseline_epochs=40,
-                       distill_per_arch=6, distill_steps=300),
+                       distill_per_arch=4, distill_steps=300),
     "paper": BenchPreset(zoo="paper", encoder="paper", steps=20000, classifier_epochs=150,
                          classifier_hidden=(1024, 512, 256), conversion_res=32, baseline_epochs=100,
                          distill_per_arch=50, distill_steps=2000),
@@ -378,6 +378,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps per loss")
     ap.add_argument("--no-ablation", action="store_true", help="skip the paper-graph ablation run")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: all cores; 1 when another job shares the machine)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
@@ -388,7 +390,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     from gmn_inr.train import TrainConfig, train, tune_malloc
     tune_malloc()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = Path(args.runs or f"runs/{args.preset}")

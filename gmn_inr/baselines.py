@@ -90,24 +90,12 @@ class SupervisedConfig:
 
 def train_supervised(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                      cfg: SupervisedConfig | None = None) -> nn.Module:
-    """Cross-entropy training of ``model`` on ``inputs [N, ...]`` / ``labels [N]`` (AdamW, one-cycle)."""
+    """Cross-entropy training of a baseline (the same loop as the embedding classifiers)."""
+    from gmn_inr.tasks import fit_supervised
+
     cfg = cfg or SupervisedConfig()
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = max(1, (inputs.shape[0] + cfg.batch_size - 1) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
-    model.train()
-    for _ in range(cfg.epochs):
-        order = torch.randperm(inputs.shape[0], generator=g)
-        for i in range(steps):
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(inputs[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model.eval()
+    return fit_supervised(model, inputs, labels, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                          weight_decay=cfg.weight_decay, seed=cfg.seed)
 
 
 @torch.no_grad()

@@ -38,34 +38,41 @@ class ClassifierConfig:
     seed: int = 0
 
 
+def fit_supervised(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
+                   lr: float, weight_decay: float, seed: int = 0) -> nn.Module:
+    """Cross-entropy training of ``model`` on ``inputs [N, ...]`` / ``labels [N]`` with AdamW and a
+    one-cycle schedule, shuffled per epoch; batches of one are skipped (batch-norm needs two)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(1, (inputs.shape[0] + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(inputs.shape[0], generator=g)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            if idx.numel() >= 2:
+                loss = F.cross_entropy(model(inputs[idx]), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            sched.step()
+    return model.eval()
+
+
 def train_classifier(z: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: ClassifierConfig | None = None) -> Classifier:
-    """Fit :class:`Classifier` with cross-entropy (AdamW, one-cycle) on embeddings ``z [N, D]``
-    and labels ``y [N]``. Embeddings are L2-normalised first (the encoder's scale is arbitrary)."""
+    """Fit :class:`Classifier` on embeddings ``z [N, D]`` and labels ``y [N]`` (:func:`fit_supervised`).
+    Embeddings are L2-normalised first (the encoder's scale is arbitrary)."""
     cfg = cfg or ClassifierConfig()
     if z.ndim != 2 or y.shape != (z.shape[0],):
         raise ValueError(f"train_classifier needs z [N, D] and y [N], got {tuple(z.shape)} and {tuple(y.shape)}")
     if z.shape[0] < 2:
         raise ValueError("train_classifier needs at least 2 examples")
-    g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = Classifier(z.shape[1], n_classes, cfg.hidden, cfg.dropout)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, (z.shape[0] + cfg.batch_size - 1) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    zn = F.normalize(z.detach().float(), dim=-1)
-    model.train()
-    for _ in range(cfg.epochs):
-        order = torch.randperm(z.shape[0], generator=g)
-        for i in range(steps_per_epoch):
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            if idx.numel() < 2:  # batch-norm needs two
-                continue
-            loss = F.cross_entropy(model(zn[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model.eval()
+    return fit_supervised(model, F.normalize(z.detach().float(), dim=-1), y, epochs=cfg.epochs,
+                          batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from gmn_inr.fields.hashgrid import HashGridEncoding
 
 from . import layout as L
 from .graph import GraphBuilder, ParameterGraph, edge_features, node_features
-from .mlp import add_field_mlp
+from .mlp import field_to_graph
 from .registry import register_converter
 
 
@@ -65,10 +65,7 @@ def add_hash_grid(builder: GraphBuilder, enc: HashGridEncoding) -> torch.Tensor:
 
 @register_converter(HashGridField)
 def hashgrid_to_graph(field: HashGridField) -> ParameterGraph:
-    b = GraphBuilder()
-    feats = add_hash_grid(b, field.grid)
-    add_field_mlp(b, field, feats)
-    return b.build(field.spec, field.spec.name or "HASH")
+    return field_to_graph(field, lambda b, f: add_hash_grid(b, f.grid))
 
 
 @register_converter(HashGridEncoding)

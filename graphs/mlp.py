@@ -91,12 +91,19 @@ def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch
     return add_mlp(builder, torch.cat(inputs), list(mlp.layers), acts)
 
 
+def field_to_graph(field, add_grid=None) -> ParameterGraph:
+    """The graph of a reference field: ``add_grid(builder, field) -> channel ids`` adds its grid
+    (None for a plain MLP field), then the shared MLP part on top of it."""
+    b = GraphBuilder()
+    chans = add_grid(b, field) if add_grid is not None else None
+    add_field_mlp(b, field, chans)
+    return b.build(field.spec, field.spec.name or field.family)
+
+
 @register_converter(MLPField)
 def mlp_field_to_graph(field: MLPField) -> ParameterGraph:
     """MLPField: encoding input nodes -> MLP (counts in the module docstring, ``n_in`` = encoding size)."""
-    b = GraphBuilder()
-    add_field_mlp(b, field, None)
-    return b.build(field.spec, field.spec.name or "MLP")
+    return field_to_graph(field)
 
 
 @register_converter(nn.Sequential)

@@ -16,7 +16,7 @@ from gmn_inr.fields import OctreeField
 
 from . import layout as L
 from .graph import GraphBuilder, ParameterGraph, edge_features, node_features
-from .mlp import add_field_mlp
+from .mlp import field_to_graph
 from .registry import register_converter
 
 
@@ -37,7 +37,4 @@ def add_octree(builder: GraphBuilder, field: OctreeField) -> torch.Tensor:
 
 @register_converter(OctreeField)
 def octree_to_graph(field: OctreeField) -> ParameterGraph:
-    b = GraphBuilder()
-    chans = add_octree(b, field)
-    add_field_mlp(b, field, chans)
-    return b.build(field.spec, field.spec.name or "OCT")
+    return field_to_graph(field, add_octree)

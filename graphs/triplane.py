@@ -18,7 +18,7 @@ from gmn_inr.fields.triplane import PLANE_AXES
 
 from . import layout as L
 from .graph import GraphBuilder, ParameterGraph, edge_features, node_features
-from .mlp import add_field_mlp
+from .mlp import field_to_graph
 from .registry import register_converter
 
 
@@ -51,7 +51,4 @@ def add_triplane(builder: GraphBuilder, planes: torch.Tensor) -> torch.Tensor:
 
 @register_converter(TriplaneField)
 def triplane_to_graph(field: TriplaneField) -> ParameterGraph:
-    b = GraphBuilder()
-    chans = add_triplane(b, field.planes)
-    add_field_mlp(b, field, chans)
-    return b.build(field.spec, field.spec.name or "TRI")
+    return field_to_graph(field, lambda b, f: add_triplane(b, f.planes))

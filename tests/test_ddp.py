@@ -36,14 +36,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_two_processes_match_one(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), config=json.dumps(CONFIG)))

@@ -11,17 +11,6 @@ from gmn_inr.fields import arch_spec_for, build_field
 from graphs import to_graph
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny workloads: one thread avoids OpenMP's slowdown when another process shares the 2 cores
-    (measured: a 40-step run 3.3 s on 1 thread, 31 s on 2 beside a busy process)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def _field(name, preset="tiny", out_dim=4, seed=0):
     torch.manual_seed(seed)
     f = build_field(arch_spec_for(name, out_dim, preset))

@@ -8,16 +8,6 @@ from gmn_inr.losses import (LossWeights, SigLIP, combine, convert_target, implic
                             l2_alignment, rendering_loss, siglip_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny workloads: one thread avoids OpenMP's slowdown when another process shares the 2 cores
-    (measured: a 40-step run 3.3 s on 1 thread, 31 s on 2 beside a busy process)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _siglip_by_hand(u, v, t, b):
     """DESIGN.md's formula written out term by term:
     L = -1/|B| sum_j sum_k log sigmoid(l_jk (exp(t) u_j . v_k + b)), l_jj = 1 else -1."""

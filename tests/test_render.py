@@ -10,17 +10,6 @@ from gmn_inr.render import (camera_rays, composite, orbit_cameras, random_rays, 
 from tiny_records import tiny_records
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny workloads: one thread avoids OpenMP's slowdown when another process shares the 2 cores
-    (measured: a 40-step run 3.3 s on 1 thread, 31 s on 2 beside a busy process)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def test_orbit_cameras_look_at_origin():
     c2w = orbit_cameras(8, radius=3.0, elevation=(-20, 40), seed=3)
     assert c2w.shape == (8, 4, 4)

@@ -10,16 +10,6 @@ from gmn_inr.train import (CheckpointError, TrainConfig, evaluate, load_model, o
 from tiny_records import tiny_pairs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny workloads: one thread avoids OpenMP's slowdown when another process shares the 2 cores
-    (measured: a 40-step run 3.3 s on 1 thread, 31 s on 2 beside a busy process)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 FAST = dict(preset="tiny", batch_pairs=4, rays_per_inr=32, samples_per_ray=12, points_per_inr=128, log_every=5)
 
 

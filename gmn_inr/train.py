@@ -630,7 +630,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mu-l2", type=float, default=None, help="override the L2 alignment weight")
     p.add_argument("--function", default="radiance", choices=list(FUNCTIONS), help="which INRs to train on")
     p.add_argument("--unified", default=None, choices=list(FUNCTIONS[1:]), help="INRet unified decoder target")
-    p.add_argument("--archs", default=None, help="comma-separated training architectures (default: the zoo's)")
+    p.add_argument("--archs", default=None, help="comma-separated training architectures (default: MLP,TRI,HASH,OCT)")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-pairs", type=int, default=None, help="pairs per step (preset default)")
     p.add_argument("--lr", type=float, default=None, help="one-cycle max learning rate (preset default)")

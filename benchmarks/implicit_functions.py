@@ -43,6 +43,33 @@ def function_pairs(records, split: str, arch: str) -> list:
     return [(fs[a], fs[b]) for fs in by_obj.values() for a, b in itertools.combinations(FUNCS, 2) if a in fs and b in fs]
 
 
+class ShapeTeacher:
+    """A record whose graph is its own but whose teacher is its object's SDF INR.
+
+    INRet's unified decoder reconstructs one function (the UDF) of the *shape* from any INR's
+    embedding; an occupancy INR alone does not determine a UDF, so the target comes from the
+    same object's SDF INR (UDF = |SDF|), as INRet takes it from the shape."""
+
+    def __init__(self, rec, sdf_rec):
+        self._rec, self._sdf = rec, sdf_rec
+        self.function = "sdf"
+
+    def __getattr__(self, name):
+        return getattr(self._rec, name)
+
+    def graph(self):
+        return self._rec.graph()
+
+    def field(self):
+        return self._sdf.field()
+
+
+def with_shape_teachers(pairs: list) -> list:
+    sdf = {r.object_id: r for pair in pairs for r in pair if r.function == "sdf"}
+    return [tuple(ShapeTeacher(r, sdf[r.object_id]) for r in pair) for pair in pairs
+            if all(r.object_id in sdf for r in pair)]
+
+
 def cross_function_recall(z, recs) -> dict:
     from gmn_inr.tasks import recall_at_k
 
@@ -90,7 +117,8 @@ def main(argv=None) -> int:
                                      functions=list(FUNCS) if unified is None else [unified],
                                      ckpt_every=max(10, steps // 10))
         log(f"training: {name} ({loss}, unified={unified}, {steps} steps)")
-        res = train(cfg, pairs, out_dir=runs / name.replace(" ", "_").replace("+", "p"), resume=True)
+        train_pairs = pairs if unified is None else with_shape_teachers(pairs)
+        res = train(cfg, train_pairs, out_dir=runs / name.replace(" ", "_").replace("+", "p"), resume=True)
         z, _ = embed_records(res.encoder, test, args.device)
         results[name] = cross_function_recall(z, test)
         training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None}

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmn_inr.fields import ArchSpec, build_field
+from gmn_inr.tasks import SupervisedConfig, fit_supervised
 
 
 def flat_parameters(field: nn.Module) -> torch.Tensor:
@@ -79,23 +79,10 @@ class VoxelNet(nn.Module):
         return self.net(v)
 
 
-@dataclass
-class SupervisedConfig:
-    epochs: int = 60
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    seed: int = 0
-
-
 def train_supervised(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                      cfg: SupervisedConfig | None = None) -> nn.Module:
     """Cross-entropy training of a baseline (the same loop as the embedding classifiers)."""
-    from gmn_inr.tasks import fit_supervised
-
-    cfg = cfg or SupervisedConfig()
-    return fit_supervised(model, inputs, labels, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                          weight_decay=cfg.weight_decay, seed=cfg.seed)
+    return fit_supervised(model, inputs, labels, cfg)
 
 
 @torch.no_grad()

@@ -28,20 +28,32 @@ class Classifier(nn.Module):
 
 
 @dataclass
-class ClassifierConfig:
-    epochs: int = 150
-    batch_size: int = 256
+class SupervisedConfig:
+    """How :func:`fit_supervised` trains (AdamW, one-cycle)."""
+
+    epochs: int = 60
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-2
-    dropout: float = 0.5
-    hidden: tuple = (1024, 512, 256)
     seed: int = 0
 
 
-def fit_supervised(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
-                   lr: float, weight_decay: float, seed: int = 0) -> nn.Module:
+@dataclass
+class ClassifierConfig(SupervisedConfig):
+    """The paper's classifier: 150 epochs, hidden 1024, 512, 256, dropout."""
+
+    epochs: int = 150
+    batch_size: int = 256
+    dropout: float = 0.5
+    hidden: tuple = (1024, 512, 256)
+
+
+def fit_supervised(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                   cfg: SupervisedConfig | None = None) -> nn.Module:
     """Cross-entropy training of ``model`` on ``inputs [N, ...]`` / ``labels [N]`` with AdamW and a
     one-cycle schedule, shuffled per epoch; batches of one are skipped (batch-norm needs two)."""
+    cfg = cfg or SupervisedConfig()
+    epochs, batch_size, lr, weight_decay, seed = cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -71,8 +83,7 @@ def train_classifier(z: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         raise ValueError("train_classifier needs at least 2 examples")
     torch.manual_seed(cfg.seed)
     model = Classifier(z.shape[1], n_classes, cfg.hidden, cfg.dropout)
-    return fit_supervised(model, F.normalize(z.detach().float(), dim=-1), y, epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
+    return fit_supervised(model, F.normalize(z.detach().float(), dim=-1), y, cfg)
 
 
 @torch.no_grad()

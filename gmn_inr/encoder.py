@@ -60,7 +60,34 @@ PRESETS: dict[str, EncoderConfig] = {
 }
 
 
-class GMNLayer(nn.Module):
+class _GMNBlock(nn.Module):
+    """What both forms of the block share: the two LayerNorms, the node update ``W3`` and the
+    residual output maps, and the node half of the update."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        h = hidden
+        self.hidden = h
+        self.ln_x = nn.LayerNorm(h)
+        self.ln_e = nn.LayerNorm(h)
+        self.build_edge_parts(h)              # registered here so parameter (and init) order is fixed
+        self.node_upd = nn.Linear(2 * h, h)   # W3: per node, cheap
+        self.node_out = nn.Linear(h, h)
+        self.edge_out = nn.Linear(h, h)
+
+    def build_edge_parts(self, h: int) -> None:
+        """Create the form-specific layers of ``W1`` and ``W2``."""
+        raise NotImplementedError
+
+    def update_nodes(self, x: torch.Tensor, xn: torch.Tensor, m: torch.Tensor, dst: torch.Tensor,
+                     inv_deg: torch.Tensor) -> torch.Tensor:
+        """``x <- x + Wx SiLU(ReLU(W3 [LN x_j; mean_i m_ij]))`` for messages ``m [E, H]``."""
+        agg = x.new_zeros(x.shape[0], self.hidden).index_add_(0, dst, m) * inv_deg     # mean of incoming
+        x1 = torch.relu(self.node_upd(torch.cat([xn, agg], dim=-1)))
+        return x + self.node_out(F.silu(x1))
+
+
+class GMNLayer(_GMNBlock):
     """One residual edge/node block, computed efficiently (project per node, gather per edge).
 
     For edge ``i -> j`` (``LN`` = LayerNorm, shared per block for nodes and for edges):
@@ -69,19 +96,11 @@ class GMNLayer(nn.Module):
     ``x <- x + Wx SiLU(x')``, ``e <- e + We SiLU(e')``.
     """
 
-    def __init__(self, hidden: int):
-        super().__init__()
-        h = hidden
-        self.hidden = h
-        self.ln_x = nn.LayerNorm(h)
-        self.ln_e = nn.LayerNorm(h)
+    def build_edge_parts(self, h: int) -> None:
         # node-side parts of W1 (source, target) and W2 (source), one product per node
         self.node_proj = nn.Linear(h, 3 * h, bias=False)
         self.edge_w1 = nn.Linear(h, h)        # edge part of W1 (+ W1's bias)
         self.edge_w2 = nn.Linear(h, h)        # e' part of W2 (+ W2's bias)
-        self.node_upd = nn.Linear(2 * h, h)   # W3: per node, cheap
-        self.node_out = nn.Linear(h, h)
-        self.edge_out = nn.Linear(h, h)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
                 inv_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,30 +118,20 @@ class GMNLayer(nn.Module):
         # addmm adds the gathered node terms inside the matmul (beta = 1): no extra [E, H] pass
         e1 = torch.relu_(torch.addmm(pre, self.ln_e(e), self.edge_w1.weight.t()))
         m = torch.relu_(torch.addmm(w2s_w1t[:, :h].index_select(0, src), e1, self.edge_w2.weight.t()))
-        agg = x.new_zeros(x.shape[0], h).index_add_(0, dst, m) * inv_deg     # mean of incoming
-        x1 = torch.relu(self.node_upd(torch.cat([xn, agg], dim=-1)))
-        x = x + self.node_out(F.silu(x1))
+        x = self.update_nodes(x, xn, m, dst, inv_deg)
         e = torch.addmm(e, F.silu(e1), self.edge_out.weight.t()).add_(self.edge_out.bias)
         return x, e
 
 
-class ConcatGMNLayer(nn.Module):
+class ConcatGMNLayer(_GMNBlock):
     """The same block written plainly: concatenate ``(x_src, x_dst, e)`` per edge, then an MLP.
 
     Reference for tests and ``benchmarks/encoder_speed.py``; ~2x the FLOPs of :class:`GMNLayer`.
     """
 
-    def __init__(self, hidden: int):
-        super().__init__()
-        h = hidden
-        self.hidden = h
-        self.ln_x = nn.LayerNorm(h)
-        self.ln_e = nn.LayerNorm(h)
+    def build_edge_parts(self, h: int) -> None:
         self.w1 = nn.Linear(3 * h, h)
         self.w2 = nn.Linear(2 * h, h)
-        self.node_upd = nn.Linear(2 * h, h)
-        self.node_out = nn.Linear(h, h)
-        self.edge_out = nn.Linear(h, h)
 
     @classmethod
     def from_efficient(cls, layer: GMNLayer) -> "ConcatGMNLayer":
@@ -144,9 +153,7 @@ class ConcatGMNLayer(nn.Module):
         xn = self.ln_x(x)
         e1 = torch.relu(self.w1(torch.cat([xn[src], xn[dst], self.ln_e(e)], dim=-1)))
         m = torch.relu(self.w2(torch.cat([xn[src], e1], dim=-1)))
-        agg = x.new_zeros(x.shape[0], self.hidden).index_add_(0, dst, m) * inv_deg
-        x1 = torch.relu(self.node_upd(torch.cat([xn, agg], dim=-1)))
-        return x + self.node_out(F.silu(x1)), e + self.edge_out(F.silu(e1))
+        return self.update_nodes(x, xn, m, dst, inv_deg), e + self.edge_out(F.silu(e1))
 
 
 class GMNEncoder(nn.Module):

@@ -119,8 +119,9 @@ def embed_records(encoder, records, device: str, batch: int = 16) -> tuple[torch
 
 
 # -- evaluation ----------------------------------------------------------------------------
-def classification_table(z, recs, n_classes, bp: BenchPreset) -> dict:
-    """``{classifier_train_set: {test_set: accuracy}}``; train sets ALL and each family."""
+def classification_table(z, recs, n_classes, bp: BenchPreset) -> tuple[dict, dict]:
+    """``({classifier_train_set: {test_set: accuracy}}, {classifier_train_set: classifier})``;
+    train sets ALL and each family."""
     from gmn_inr.tasks import ClassifierConfig, accuracy, train_classifier
 
     labels = torch.tensor([r.label for r in recs])
@@ -128,7 +129,7 @@ def classification_table(z, recs, n_classes, bp: BenchPreset) -> dict:
     split = [r.split for r in recs]
     train_sets = {"ALL": set(TRAINING_ARCHITECTURES), **{a: {a} for a in TRAINING_ARCHITECTURES}}
     test_archs = list(TRAINING_ARCHITECTURES) + [a for a in UNSEEN_ARCHITECTURES if a in set(arch)]
-    out = {}
+    out, models = {}, {}
     for name, archs in train_sets.items():
         idx = [i for i in range(len(recs)) if split[i] == "train" and arch[i] in archs]
         if len(idx) < 2:
@@ -141,7 +142,8 @@ def classification_table(z, recs, n_classes, bp: BenchPreset) -> dict:
             if t:
                 row[a] = accuracy(model, z[t], labels[t])
         out[name] = row
-    return out
+        models[name] = model
+    return out, models
 
 
 def retrieval_table(z, recs) -> dict:
@@ -412,7 +414,7 @@ def main(argv=None) -> int:
     if bp.ablation:
         runs_to_do[ABLATION] = "R+C"
     report = {"classification": {}, "retrieval": {}, "baselines": {}, "timing": {}, "training": {}}
-    embeddings, encoders, classifiers_all = {}, {}, {}
+    embeddings, encoders, classifiers_all = {}, {}, {}  # classifiers_all: the ALL classifier per encoder
     for name, loss in runs_to_do.items():
         paper = name == ABLATION
         cfg = TrainConfig.for_preset(bp.encoder, loss=loss, steps=bp.steps, seed=0, ckpt_every=max(10, bp.steps // 10))
@@ -427,7 +429,8 @@ def main(argv=None) -> int:
         log(f"{name}: embedded {len(recs)} INRs at {s_per_inr * 1e3:.1f} ms/INR")
         if name == "L_R+C":
             report["timing"]["gmn_direct"] = s_per_inr
-        report["classification"][name] = classification_table(z, recs, n_classes, bp)
+        report["classification"][name], classifiers = classification_table(z, recs, n_classes, bp)
+        classifiers_all[name] = classifiers["ALL"]
         if not paper:
             report["retrieval"][name] = retrieval_table(z, recs)
             embeddings[name] = z
@@ -435,12 +438,7 @@ def main(argv=None) -> int:
         log(f"{name}: classifier ALL -> " + ", ".join(f"{a} {_pct(v)}" for a, v in report["classification"][name].get("ALL", {}).items()))
 
     # the ALL classifier of L_R+C serves the distillation baseline
-    from gmn_inr.tasks import ClassifierConfig, train_classifier
-    z = embeddings["L_R+C"]
-    tr = [i for i, r in enumerate(recs) if r.split == "train" and r.arch in TRAINING_ARCHITECTURES]
-    clf = train_classifier(z[tr], torch.tensor([recs[i].label for i in tr]), n_classes,
-                           ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden, batch_size=64))
-    base, timing = baselines(recs, n_classes, bp, encoders["L_R+C"], clf, args.device)
+    base, timing = baselines(recs, n_classes, bp, encoders["L_R+C"], classifiers_all["L_R+C"], args.device)
     report["baselines"] = base
     report["timing"].update(timing)
     report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,

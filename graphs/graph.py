@@ -24,6 +24,10 @@ class ParameterGraph:
         edge_attr: edge features ``[E, EDGE_DIM]``; column ``E_VALUE`` holds each parameter once.
         spec: the :class:`~gmn_inr.fields.ArchSpec` it was converted from, when known.
         name: a label (the architecture name or the module type).
+        probe: ``[N, K]`` probe features (Kofinas et al.): each neuron's value at the ``K`` points
+            of :data:`graphs.probe.PROBE_POINTS` (input neurons: their encoded input; grid channel
+            nodes: the interpolated feature; storage nodes: 0), or None when the converter could
+            not run the network.
     """
 
     x: torch.Tensor
@@ -32,6 +36,7 @@ class ParameterGraph:
     spec: Any = None
     name: str = ""
     meta: dict = field(default_factory=dict)
+    probe: Optional[torch.Tensor] = None
 
     @property
     def num_nodes(self) -> int:
@@ -42,7 +47,8 @@ class ParameterGraph:
         return int(self.edge_index.shape[1])
 
     def nbytes(self) -> int:
-        return sum(t.element_size() * t.numel() for t in (self.x, self.edge_index, self.edge_attr))
+        ts = (self.x, self.edge_index, self.edge_attr) + ((self.probe,) if self.probe is not None else ())
+        return sum(t.element_size() * t.numel() for t in ts)
 
     def validate(self) -> "ParameterGraph":
         """Check shapes, dtypes, index range and finiteness; return self or raise GraphError."""
@@ -57,6 +63,12 @@ class ParameterGraph:
             raise GraphError(f"edge_index refers to nodes outside 0..{x.shape[0] - 1}")
         if not (torch.isfinite(x).all() and torch.isfinite(ea).all()):
             raise GraphError("parameter graph holds NaN or inf features")
+        if self.probe is not None:
+            p = self.probe
+            if p.ndim != 2 or p.shape[0] != x.shape[0]:
+                raise GraphError(f"probe must be [N={x.shape[0]}, K], got {tuple(p.shape)}")
+            if not torch.isfinite(p).all():
+                raise GraphError("probe features hold NaN or inf (the network diverges at a probe point)")
         return self
 
     def to_pyg(self):
@@ -64,14 +76,17 @@ class ParameterGraph:
         else named ``*index*``, which ``Batch`` would offset as node indices)."""
         from torch_geometric.data import Data
 
-        return Data(x=self.x, edge_index=self.edge_index, edge_attr=self.edge_attr, num_nodes=self.num_nodes)
+        extra = {"probe": self.probe} if self.probe is not None else {}
+        return Data(x=self.x, edge_index=self.edge_index, edge_attr=self.edge_attr, num_nodes=self.num_nodes, **extra)
 
     def to_networkx(self):
-        """A ``networkx.MultiDiGraph`` with node attribute ``x`` and edge attribute ``attr`` (tuples)."""
+        """A ``networkx.MultiDiGraph`` with node attributes ``x`` and ``probe`` (tuples; ``probe``
+        empty when the graph has none) and edge attribute ``attr`` (tuples)."""
         import networkx as nx
 
         g = nx.MultiDiGraph()
-        g.add_nodes_from((i, {"x": tuple(r)}) for i, r in enumerate(self.x.tolist()))
+        probe = self.probe.tolist() if self.probe is not None else [[]] * self.num_nodes
+        g.add_nodes_from((i, {"x": tuple(r), "probe": tuple(p)}) for i, (r, p) in enumerate(zip(self.x.tolist(), probe)))
         g.add_edges_from((int(s), int(t), {"attr": tuple(a)})
                          for (s, t), a in zip(self.edge_index.t().tolist(), self.edge_attr.tolist()))
         return g
@@ -133,6 +148,8 @@ class GraphBuilder:
         self._src: list[torch.Tensor] = []
         self._dst: list[torch.Tensor] = []
         self._attr: list[torch.Tensor] = []
+        self._probe_ids: list[torch.Tensor] = []
+        self._probe: list[torch.Tensor] = []
         self.num_nodes = 0
 
     def add_nodes(self, feats: torch.Tensor) -> torch.Tensor:
@@ -141,6 +158,15 @@ class GraphBuilder:
         self._x.append(feats)
         self.num_nodes += feats.shape[0]
         return ids
+
+    def set_probe(self, ids: torch.Tensor, values: torch.Tensor) -> None:
+        """Give nodes ``ids [n]`` their probe features ``values [n, K]`` (nodes never given any get 0)."""
+        if values.ndim != 2 or values.shape[0] != ids.shape[0]:
+            raise GraphError(f"probe values must be [n={ids.shape[0]}, K], got {tuple(values.shape)}")
+        if self._probe and values.shape[1] != self._probe[0].shape[1]:
+            raise GraphError(f"probe width {values.shape[1]} differs from the graph's {self._probe[0].shape[1]}")
+        self._probe_ids.append(ids.long())
+        self._probe.append(values.detach().float())
 
     def add_edges(self, src: torch.Tensor, dst: torch.Tensor, attr: torch.Tensor) -> None:
         """Append edges ``src [E] -> dst [E]`` with features ``attr [E, EDGE_DIM]``."""
@@ -154,4 +180,8 @@ class GraphBuilder:
         x = torch.cat(self._x) if self._x else torch.zeros(0, L.NODE_DIM)
         ei = torch.stack([torch.cat(self._src), torch.cat(self._dst)]) if self._src else torch.zeros(2, 0, dtype=torch.long)
         ea = torch.cat(self._attr) if self._attr else torch.zeros(0, L.EDGE_DIM)
-        return ParameterGraph(x, ei, ea, spec=spec, name=name)
+        probe = None
+        if self._probe:
+            probe = torch.zeros(x.shape[0], self._probe[0].shape[1])
+            probe[torch.cat(self._probe_ids)] = torch.cat(self._probe)
+        return ParameterGraph(x, ei, ea, spec=spec, name=name, probe=probe)

@@ -5,7 +5,7 @@ nodes ``n_in + H*W + n_out (+ H + 1 bias nodes)``, edges = number of parameters.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from gmn_inr.fields.mlp import Sine
 
 from . import layout as L
 from .graph import GraphBuilder, GraphError, ParameterGraph, edge_features, node_features
+from .probe import probe_points
 from .registry import register_converter
 
 #: elementwise activation modules a plain nn.Sequential may contain
@@ -51,14 +52,24 @@ def raw_input_nodes(builder: GraphBuilder, n: int) -> torch.Tensor:
 
 
 def add_mlp(builder: GraphBuilder, input_ids: torch.Tensor, linears: Sequence[nn.Linear],
-            activations: Sequence[str]) -> torch.Tensor:
+            activations: Sequence[str], input_probe: Optional[torch.Tensor] = None,
+            act_fns: Optional[Sequence[Callable[[torch.Tensor], torch.Tensor]]] = None) -> torch.Tensor:
     """Add the neurons, bias nodes and weight/bias edges of ``linears`` on top of ``input_ids``.
 
     ``activations[k]`` is applied after ``linears[k]`` ("identity" for none). Weight ``W[o, i]``
     of layer ``k`` becomes the edge ``i -> o`` in row-major order of ``W``; a bias gets its own
     bias node per layer with an edge to each neuron. Returns the output neurons' ids.
+
+    With ``input_probe [n_in, K]`` (the inputs' values at the probe points) and ``act_fns``
+    (the callables behind ``activations``), every neuron also gets its probe features: its
+    activation at those points (bias nodes: 1).
     """
+    if input_probe is not None and (act_fns is None or len(act_fns) != len(linears)):
+        raise GraphError("add_mlp: probe features need one activation callable per layer (act_fns)")
     prev = input_ids
+    probe = input_probe
+    if probe is not None:
+        builder.set_probe(input_ids, probe)
     n_layers = len(linears)
     for k, (lin, act) in enumerate(zip(linears, activations), start=1):
         w = lin.weight
@@ -75,20 +86,37 @@ def add_mlp(builder: GraphBuilder, input_ids: torch.Tensor, linears: Sequence[nn
         if lin.bias is not None:
             b = builder.add_nodes(node_features(1, L.NodeType.BIAS, layer=k))
             builder.add_edges(b.expand(n_out), ids, edge_features(lin.bias, L.EdgeType.BIAS, layer=k, act=act))
+            if probe is not None:
+                builder.set_probe(b, torch.ones(1, probe.shape[1]))
+        if probe is not None:
+            with torch.no_grad():
+                probe = act_fns[k - 1](lin(probe.t())).t()            # [n_out, K]
+            builder.set_probe(ids, probe)
         prev = ids
     return prev
 
 
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch.Tensor]) -> torch.Tensor:
-    """A field's MLP fed by ``cat(grid channels, frequency-encoding inputs)`` (the field's order)."""
-    inputs = []
-    if grid_channel_ids is not None:
-        inputs.append(grid_channel_ids)
-    if field.encoding is not None:
-        inputs.append(encoding_input_nodes(builder, field.encoding))
+    """A field's MLP fed by ``cat(grid channels, frequency-encoding inputs)`` (the field's order),
+    with probe features: the MLP's inputs at the probe points propagated through its layers."""
+    inputs, probe = [], []
+    pts = probe_points()
+    with torch.no_grad():
+        if grid_channel_ids is not None:
+            inputs.append(grid_channel_ids)
+            probe.append(field.grid_features(pts))
+        if field.encoding is not None:
+            inputs.append(encoding_input_nodes(builder, field.encoding))
+            probe.append(field.encoding(pts))
     mlp = field.mlp
-    acts = [mlp.activation] * (len(mlp.layers) - 1) + ["identity"]
-    return add_mlp(builder, torch.cat(inputs), list(mlp.layers), acts)
+    n = len(mlp.layers)
+    acts = [mlp.activation] * (n - 1) + ["identity"]
+    fns = [mlp.act] * (n - 1) + [_identity]
+    return add_mlp(builder, torch.cat(inputs), list(mlp.layers), acts, torch.cat(probe, dim=1).t(), fns)
 
 
 def field_to_graph(field, add_grid=None) -> ParameterGraph:
@@ -112,10 +140,12 @@ def sequential_to_graph(seq: nn.Sequential) -> ParameterGraph:
     ReLU MLP or SIREN). Raw inputs; the first three input neurons are taken as x, y, z."""
     linears: list[nn.Linear] = []
     acts: list[str] = []
+    fns: list[Callable] = []
     for i, m in enumerate(seq):
         if isinstance(m, nn.Linear):
             linears.append(m)
             acts.append("identity")
+            fns.append(_identity)
             continue
         name = activation_name(m)
         if name is None:
@@ -126,9 +156,15 @@ def sequential_to_graph(seq: nn.Sequential) -> ParameterGraph:
         if acts[-1] != "identity":
             raise GraphError(f"nn.Sequential item {i}: two activations in a row are not supported")
         acts[-1] = name
+        fns[-1] = m
     if not linears:
         raise GraphError("nn.Sequential holds no nn.Linear layer")
     b = GraphBuilder()
-    inputs = raw_input_nodes(b, linears[0].in_features)
-    add_mlp(b, inputs, linears, acts)
+    n_in = linears[0].in_features
+    inputs = raw_input_nodes(b, n_in)
+    # raw inputs at the probe points: x, y, z on the first three neurons, 0 on any others
+    pts = probe_points()
+    probe = torch.zeros(n_in, pts.shape[0])
+    probe[:min(n_in, 3)] = pts.t()[:min(n_in, 3)]
+    add_mlp(b, inputs, linears, acts, probe, fns)
     return b.build(None, "Sequential")

@@ -157,6 +157,12 @@ def _nx(g: ParameterGraph):
     return g.to_networkx()
 
 
+def _same_node(u, v):
+    # probe features of permuted neurons are sums in another order: equal up to rounding
+    return u["x"] == v["x"] and len(u["probe"]) == len(v["probe"]) and \
+        all(abs(a - b) <= 1e-5 for a, b in zip(u["probe"], v["probe"]))
+
+
 def test_hidden_permutation_gives_isomorphic_graph():
     spec = arch_spec("MLP").replace(mlp=MLPSpec(hidden_layers=2, hidden_dim=5, bias=True),
                                     encoding=arch_spec("OCT").encoding)
@@ -173,12 +179,12 @@ def test_hidden_permutation_gives_isomorphic_graph():
     assert torch.allclose(field(x), perm(x), atol=1e-6)
     a, b = to_graph(field), to_graph(perm)
     assert not torch.equal(a.edge_attr, b.edge_attr)
-    assert nx.is_isomorphic(_nx(a), _nx(b), node_match=lambda u, v: u["x"] == v["x"],
+    assert nx.is_isomorphic(_nx(a), _nx(b), node_match=_same_node,
                             edge_match=lambda u, v: sorted(d["attr"] for d in u.values()) == sorted(d["attr"] for d in v.values()))
     # and a different network is not isomorphic
     with torch.no_grad():
         perm.mlp.layers[1].weight[0, 0] += 1.0
-    assert not nx.is_isomorphic(_nx(a), _nx(to_graph(perm)), node_match=lambda u, v: u["x"] == v["x"],
+    assert not nx.is_isomorphic(_nx(a), _nx(to_graph(perm)), node_match=_same_node,
                                 edge_match=lambda u, v: sorted(d["attr"] for d in u.values()) == sorted(d["attr"] for d in v.values()))
 
 
@@ -296,6 +302,42 @@ def test_paper_style_ablation_graph():
     assert set(p.edge_attr[hash_e, L.E_LEVEL].unique().tolist()) == {0.0, 1.0, 2.0, 3.0}
     assert p.edge_attr[:, L.E_POS].abs().max() == 0 and p.x[:, L.N_ACT].abs().max() == 0
     assert torch.equal(p.edge_attr[:, L.E_VALUE], g.edge_attr[:, L.E_VALUE])
+    assert g.probe is not None and p.probe is None          # the paper's graph has no probe features
     # the first F edges of level 1 hold entry 0, the last ones entry T-1
     lvl1 = (p.edge_attr[:, L.E_LEVEL] == 1) & hash_e
     assert p.edge_attr[lvl1, L.E_ENTRY][:2].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["MLP", "TRI", "HASH", "OCT", "Sequential"])
+def test_probe_features_are_the_networks_activations(name):
+    from graphs.probe import NUM_PROBES, probe_points
+
+    torch.manual_seed(0)
+    if name == "Sequential":
+        net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 2))
+        inputs = torch.cat([probe_points(), torch.zeros(NUM_PROBES, 2)], dim=1)     # x, y, z, then 0
+    else:
+        net = build_field(arch_spec_for(name, 4, "tiny"))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        inputs = probe_points()
+    g = to_graph(net).validate()
+    assert g.probe.shape == (g.num_nodes, NUM_PROBES)
+    t = g.x[:, L.N_TYPE]
+    with torch.no_grad():
+        want = net(inputs)                                                      # [K, n_out]
+    out = g.probe[t == L.NodeType.OUTPUT]
+    assert torch.allclose(out.t(), want, atol=1e-5, rtol=1e-5)
+    assert torch.all(g.probe[t == L.NodeType.BIAS] == 1)
+    storage = g.x[:, L.N_LAYER] < 0                                             # plane cells, entries, vertices
+    assert torch.all(g.probe[storage] == 0)
+    if name in ("TRI", "HASH", "OCT"):                                          # grid channels: interpolated features
+        with torch.no_grad():
+            feats = net.grid_features(probe_points())
+        assert torch.allclose(g.probe[t == L.NodeType.GRID_CHANNEL], feats.t(), atol=1e-6)
+    # a NaN at a probe point is rejected
+    bad = ParameterGraph(g.x, g.edge_index, g.edge_attr, probe=g.probe.clone())
+    bad.probe[0, 0] = float("nan")
+    with pytest.raises(GraphError, match="probe"):
+        bad.validate()

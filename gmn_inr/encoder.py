@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from graphs.layout import (E_TYPE, E_VALUE, EDGE_DIM, N_TYPE, NODE_DIM, NUM_EDGE_TYPES,
-                           NUM_NODE_TYPES)
+                           NUM_NODE_TYPES, NodeType)
+from graphs.probe import NUM_PROBES
 
 _NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
 _EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
@@ -43,11 +44,15 @@ class EncoderConfig:
     embed_dim: int = 1024      #: output embedding size (readout width)
     value_freqs: int = 64      #: learned sinusoidal features of each edge's parameter value
     efficient: bool = True     #: project-then-gather block (False: plain concatenation block)
+    probe_dim: int = NUM_PROBES  #: width of the graphs' probe features read (0: ignore them)
+    output_readout: bool = True  #: add the mean of ReLU(Linear(h)) over each graph's output neurons
 
     def validate(self) -> None:
         for k in ("hidden", "layers", "embed_dim", "value_freqs"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"EncoderConfig.{k} must be >= 1, got {getattr(self, k)}")
+        if int(self.probe_dim) < 0:
+            raise ValueError(f"EncoderConfig.probe_dim must be >= 0, got {self.probe_dim}")
 
 
 #: named sizes: the paper's (GPU), one that trains in minutes on 2 CPU cores, one for tests
@@ -167,9 +172,10 @@ class GMNEncoder(nn.Module):
     READOUT_CHUNK = 32768
 
     def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
-                 value_freqs: int = 64, efficient: bool = True):
+                 value_freqs: int = 64, efficient: bool = True, probe_dim: int = NUM_PROBES,
+                 output_readout: bool = True):
         super().__init__()
-        self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient)
+        self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient, probe_dim, output_readout)
         self.config.validate()
         h = hidden
         # pre-encoder: type codes through embedding tables, the scaled columns through a
@@ -188,9 +194,15 @@ class GMNEncoder(nn.Module):
             sign = torch.where(torch.arange(value_freqs) % 2 == 0, 1.0, -1.0)
             self.value_sin.weight.copy_((f * sign).unsqueeze(1))
             self.value_sin.bias.uniform_(-math.pi, math.pi)
+        # probe features: each neuron's activations at the fixed probe points (graphs/probe.py)
+        self.node_probe = nn.Linear(probe_dim, h) if probe_dim else None
         block = GMNLayer if efficient else ConcatGMNLayer
         self.blocks = nn.ModuleList([block(h) for _ in range(layers)])
         self.readout = nn.Linear(h, embed_dim)
+        # the edge mean weighs a network by its storage (a hash grid's entries outnumber its MLP
+        # weights 5:1), so what the output neurons know, the same kind of thing in every
+        # architecture, would be a small share of it: read them out on their own as well
+        self.output_readout = nn.Linear(h, embed_dim) if output_readout else None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "GMNEncoder":
@@ -227,11 +239,16 @@ class GMNEncoder(nn.Module):
                 raise ValueError(f"{name} codes must lie in [0, {n}), got [{float(col.min())}, {float(col.max())}]")
 
     # -- forward -------------------------------------------------------------------------
-    def encode_nodes(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-encoder of node features: ``[N, NODE_DIM] -> [N, H]``."""
+    def encode_nodes(self, x: torch.Tensor, probe: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pre-encoder of node features ``[N, NODE_DIM]`` (and probe features ``[N, K]``) -> ``[N, H]``."""
         rest = x[:, _NODE_REST]
         h = self.node_lin(torch.cat([rest, torch.sin(self.node_sin(rest))], dim=-1))
-        return h + self.node_type(x[:, N_TYPE].long())
+        h = h + self.node_type(x[:, N_TYPE].long())
+        if self.node_probe is not None:
+            # activations range from ~1e-3 (hash features) to tens (raw densities): asinh keeps
+            # the sign, is linear near 0 and logarithmic beyond
+            h = h + self.node_probe(torch.asinh(probe))
+        return h
 
     def encode_edges(self, edge_attr: torch.Tensor) -> torch.Tensor:
         """Pre-encoder of edge features: ``[E, EDGE_DIM] -> [E, H]``."""
@@ -254,10 +271,21 @@ class GMNEncoder(nn.Module):
         dtype = self.readout.weight.dtype            # graphs are float32; follow the encoder's dtype
         x = x.to(dtype)
         edge_attr = edge_attr.to(dtype)
+        probe = None
+        if self.node_probe is not None:
+            probe = getattr(batch, "probe", None)
+            k = self.config.probe_dim
+            if probe is None:
+                raise ValueError(f"this encoder reads probe features (probe_dim={k}) but the graphs have none; "
+                                 "convert with graphs.to_graph (fields and nn.Sequential get them) or build "
+                                 "the encoder with probe_dim=0")
+            if probe.shape != (x.shape[0], k):
+                raise ValueError(f"probe features must be [N={x.shape[0]}, {k}], got {tuple(probe.shape)}")
+            probe = probe.to(dtype)
         src, dst = edge_index[0], edge_index[1]
         deg = torch.bincount(dst, minlength=x.shape[0]).clamp_min(1)
         inv_deg = (1.0 / deg.to(x.dtype)).unsqueeze(1)            # nodes without inputs get a = 0
-        h = self.encode_nodes(x)
+        h = self.encode_nodes(x, probe)
         e = self.encode_edges(edge_attr)
         for block in self.blocks:
             h, e = block(h, e, src, dst, inv_deg)
@@ -271,7 +299,14 @@ class GMNEncoder(nn.Module):
             out = torch.relu(self.readout(e[i:i + step]))
             pooled = pooled.index_add(0, edge_graph[i:i + step], out)
         n_edges = torch.bincount(edge_graph, minlength=num_graphs).clamp_min(1).to(pooled.dtype)
-        return pooled / n_edges.unsqueeze(1)
+        pooled = pooled / n_edges.unsqueeze(1)
+        if self.output_readout is not None:
+            out = x[:, N_TYPE] == int(NodeType.OUTPUT)                 # [N] bool
+            g_out = node_graph[out]
+            n_out = torch.bincount(g_out, minlength=num_graphs).clamp_min(1).to(pooled.dtype)
+            per_node = torch.relu(self.output_readout(h[out]))           # [N_out, D]
+            pooled = pooled + pooled.new_zeros(pooled.shape).index_add(0, g_out, per_node) / n_out.unsqueeze(1)
+        return pooled
 
     def to_plain(self) -> "GMNEncoder":
         """A copy whose blocks are :class:`ConcatGMNLayer` computing the same function."""

@@ -91,6 +91,30 @@ def test_presets_and_defaults():
         GMNEncoder.from_preset("huge")
 
 
+def test_probe_features_are_read_only_when_asked_for():
+    from graphs.transforms import paper_style
+
+    g = to_graph(_field("HASH"))
+    paper = paper_style(g)                                   # the paper's graph: no probe features
+    enc = GMNEncoder.from_preset("tiny").eval()
+    with pytest.raises(ValueError, match="probe features"):
+        enc(batch_graphs([paper]))
+    bare = GMNEncoder.from_preset("tiny", probe_dim=0, output_readout=False).eval()
+    assert bare.node_probe is None and bare.output_readout is None
+    with torch.no_grad():
+        z = bare(batch_graphs([paper]))
+        # the probes are read: changing them changes the embedding; a bare encoder ignores them
+        data = g.to_pyg()
+        z1 = enc(data)
+        data.probe = data.probe * 2
+        assert (enc(data) - z1).abs().max() > 1e-4
+        assert torch.equal(bare(g.to_pyg()), bare(data))
+        data.probe = data.probe[:, :5]
+        with pytest.raises(ValueError, match="probe features must be"):
+            enc(data)
+    assert torch.isfinite(z).all()
+
+
 def test_bad_graphs_are_rejected():
     enc = GMNEncoder.from_preset("tiny")
     g = to_graph(_field("MLP")).to_pyg()

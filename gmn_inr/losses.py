@@ -131,13 +131,18 @@ def implicit_loss(pred: torch.Tensor, target: torch.Tensor, function: str, reduc
     """Reconstruction of an implicit function at query points: ``pred, target [B, P]`` -> scalar
     (``reduction="none"``: per INR, ``[B]``).
 
-    sdf / udf: L1 between values clamped to ``±SDF_CLAMP``; occupancy: binary cross-entropy of the
-    decoder's logit against the teacher's probability ``sigmoid(target logit)``.
+    sdf / udf: L1 between values clamped to ``±SDF_CLAMP`` (DeepSDF); the prediction is clamped
+    only where the clamped target sits on the same bound, so a prediction beyond the band keeps a
+    gradient towards a target inside it (clamping both always would leave a decoder whose
+    initial outputs all lie beyond the band with no gradient at all). Occupancy: binary
+    cross-entropy of the decoder's logit against the teacher's probability ``sigmoid(target logit)``.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if function in ("sdf", "udf"):
-        err = (pred.clamp(-SDF_CLAMP, SDF_CLAMP) - target.clamp(-SDF_CLAMP, SDF_CLAMP)).abs()
+        t = target.clamp(-SDF_CLAMP, SDF_CLAMP)
+        pc = pred.clamp(-SDF_CLAMP, SDF_CLAMP)
+        err = torch.where(pc == t, torch.zeros_like(pred), (pred - t).abs())
         return _reduce(err.mean(dim=-1), reduction)
     if function == "occupancy":
         err = F.binary_cross_entropy_with_logits(pred, torch.sigmoid(target), reduction="none")

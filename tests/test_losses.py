@@ -63,6 +63,12 @@ def test_implicit_loss_and_conversions():
     # errors beyond the clamp band do not count: both -0.5 and -0.9 clamp to -0.1
     assert implicit_loss(torch.tensor([[0.05, -0.9, 0.3]]), t, "sdf") == 0
     assert implicit_loss(t + 0.01, t, "udf") > 0
+    # a prediction beyond the band keeps its gradient towards a target inside it
+    p = torch.tensor([[0.7, -0.5, 0.3]], requires_grad=True)
+    loss = implicit_loss(p, t, "sdf")
+    assert abs(loss.item() - 0.65 / 3) < 1e-6
+    loss.backward()
+    assert p.grad[0, 0] > 0 and p.grad[0, 1] == 0 and p.grad[0, 2] == 0
     logits = torch.tensor([[3.0, -2.0]])
     assert implicit_loss(logits, logits, "occupancy") < implicit_loss(-logits, logits, "occupancy")
     assert torch.equal(convert_target(t, "sdf", "udf"), t.abs())

@@ -537,7 +537,11 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
     model = GMNModel(config, functions).to(device)
     if tensors is not None:
         state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-        load_state_strict(model, state, f"checkpoint {ckpt}")
+        try:
+            load_state_strict(model, state, f"checkpoint {ckpt}")
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; it was written by a model of another shape (another gmn_inr version?): "
+                                  "use another --out, or start over with --no-resume (resume=False)") from None
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     if tensors is not None:
         _load_optimizer(optimizer, meta, tensors)
@@ -700,7 +704,10 @@ def evaluate(model: GMNModel, pairs, seed: int = 12345, batch_pairs: Optional[in
         records = [a for a, _ in chosen] + [b for _, b in chosen]
         seeds = [_seed_of(seed, start, j) for j in range(len(records))]
         device = next(model.parameters()).device
-        terms = model(batch_graphs([r.graph() for r in records], device=device), records, seeds, len(records), 1)
+        # as in training: two pairs of one object in a batch are positives for SigLIP, not negatives
+        labels = same_object_labels([getattr(a, "object_id", start + j) for j, (a, _) in enumerate(chosen)])
+        terms = model(batch_graphs([r.graph() for r in records], device=device), records, seeds, len(records), 1,
+                      labels=labels)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n_batches += 1

@@ -4,7 +4,8 @@
 
 Builds (or reuses, resuming an interrupted build) the preset's INR zoo, trains the GMN encoder on
 ALL training architectures (MLP+TRI+HASH+OCT radiance fields) three times — L_R, L_R+C, L_C —
-resuming from its checkpoints, plus one ablation on the main paper's graph, then reports:
+resuming from its checkpoints, plus two L_R+C ablations (the main paper's graph and encoder; gmn_inr's
+graph without probe features and output-neuron readout), then reports:
 
 - classification (the analogue of Tables 2, 4, 9): the paper's classifier trained on the
   embeddings of ALL and of each family, tested on every training architecture and every unseen
@@ -32,7 +33,12 @@ import torch
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
 
 LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
-ABLATION = "L_R+C, paper graph"
+#: ablation runs (loss L_R+C): which graph (the main paper's or gmn_inr's) and encoder overrides.
+#: Both drop the probe features and the output-neuron readout, the paper's encoder having neither.
+ABLATIONS = {
+    "L_R+C, paper graph": dict(paper_graph=True, encoder={"probe_dim": 0, "output_readout": False}),
+    "L_R+C, no probes": dict(paper_graph=False, encoder={"probe_dim": 0, "output_readout": False}),
+}
 FAMILY_ARCH = {"mlp": "MLP", "triplane": "TRI", "hashgrid": "HASH", "octree": "OCT"}
 
 
@@ -381,7 +387,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=None, help="checkpoint directory (default runs/PRESET); reused and resumed")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps per loss")
-    ap.add_argument("--no-ablation", action="store_true", help="skip the paper-graph ablation run")
+    ap.add_argument("--no-ablation", action="store_true", help="skip the ablation runs (paper graph, no probes)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: all cores; 1 when another job shares the machine)")
@@ -410,14 +416,15 @@ def main(argv=None) -> int:
     pairs = PairDataset(store, split="train", archs=TRAINING_ARCHITECTURES, function="radiance")
     log(f"{len(recs)} radiance INRs, {n_classes} classes, {len(pairs)} training pairs")
 
-    runs_to_do = dict(LOSSES)
+    runs_to_do = {name: (loss, dict(paper_graph=False, encoder={})) for name, loss in LOSSES.items()}
     if bp.ablation:
-        runs_to_do[ABLATION] = "R+C"
+        runs_to_do.update({name: ("R+C", ab) for name, ab in ABLATIONS.items()})
     report = {"classification": {}, "retrieval": {}, "baselines": {}, "timing": {}, "training": {}}
     embeddings, encoders, classifiers_all = {}, {}, {}  # classifiers_all: the ALL classifier per encoder
-    for name, loss in runs_to_do.items():
-        paper = name == ABLATION
-        cfg = TrainConfig.for_preset(bp.encoder, loss=loss, steps=bp.steps, seed=0, ckpt_every=max(10, bp.steps // 10))
+    for name, (loss, variant) in runs_to_do.items():
+        paper = variant["paper_graph"]
+        cfg = TrainConfig.for_preset(bp.encoder, loss=loss, steps=bp.steps, seed=0, ckpt_every=max(10, bp.steps // 10),
+                                     encoder=variant["encoder"])
         run_dir = runs / name.replace("+", "p").replace(", ", "_").replace(" ", "_")
         log(f"training encoder {name} ({bp.steps} steps, batch {cfg.batch_pairs} pairs) -> {run_dir}")
         train_pairs = [(PaperGraphRecord(a), PaperGraphRecord(b)) for a, b in pairs] if paper else pairs
@@ -431,8 +438,8 @@ def main(argv=None) -> int:
             report["timing"]["gmn_direct"] = s_per_inr
         report["classification"][name], classifiers = classification_table(z, recs, n_classes, bp)
         classifiers_all[name] = classifiers["ALL"]
-        if not paper:
-            report["retrieval"][name] = retrieval_table(z, recs)
+        report["retrieval"][name] = retrieval_table(z, recs)
+        if name in LOSSES:
             embeddings[name] = z
         encoders[name] = res.encoder
         log(f"{name}: classifier ALL -> " + ", ".join(f"{a} {_pct(v)}" for a, v in report["classification"][name].get("ALL", {}).items()))

@@ -239,15 +239,17 @@ class GMNEncoder(nn.Module):
                 raise ValueError(f"{name} codes must lie in [0, {n}), got [{float(col.min())}, {float(col.max())}]")
 
     # -- forward -------------------------------------------------------------------------
-    def encode_nodes(self, x: torch.Tensor, probe: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Pre-encoder of node features ``[N, NODE_DIM]`` (and probe features ``[N, K]``) -> ``[N, H]``."""
+    def encode_nodes(self, x: torch.Tensor, probe: Optional[torch.Tensor] = None,
+                     probe_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pre-encoder of node features ``x [N, NODE_DIM]`` (and probe features ``probe [M, K]`` of
+        the nodes ``probe_index [M]``) -> ``[N, H]``."""
         rest = x[:, _NODE_REST]
         h = self.node_lin(torch.cat([rest, torch.sin(self.node_sin(rest))], dim=-1))
         h = h + self.node_type(x[:, N_TYPE].long())
         if self.node_probe is not None:
             # activations range from ~1e-3 (hash features) to tens (raw densities): asinh keeps
             # the sign, is linear near 0 and logarithmic beyond
-            h = h + self.node_probe(torch.asinh(probe))
+            h = h.index_add(0, probe_index, self.node_probe(torch.asinh(probe)))
         return h
 
     def encode_edges(self, edge_attr: torch.Tensor) -> torch.Tensor:
@@ -271,21 +273,24 @@ class GMNEncoder(nn.Module):
         dtype = self.readout.weight.dtype            # graphs are float32; follow the encoder's dtype
         x = x.to(dtype)
         edge_attr = edge_attr.to(dtype)
-        probe = None
+        probe = probe_index = None
         if self.node_probe is not None:
-            probe = getattr(batch, "probe", None)
+            probe, probe_index = getattr(batch, "probe", None), getattr(batch, "probe_index", None)
             k = self.config.probe_dim
-            if probe is None:
+            if probe is None or probe_index is None:
                 raise ValueError(f"this encoder reads probe features (probe_dim={k}) but the graphs have none; "
                                  "convert with graphs.to_graph (fields and nn.Sequential get them) or build "
                                  "the encoder with probe_dim=0")
-            if probe.shape != (x.shape[0], k):
-                raise ValueError(f"probe features must be [N={x.shape[0]}, {k}], got {tuple(probe.shape)}")
+            if probe.dim() != 2 or probe.shape[1] != k or probe_index.shape != (probe.shape[0],):
+                raise ValueError(f"probe features must be [M, {k}] with probe_index [M], got {tuple(probe.shape)} "
+                                 f"and {tuple(probe_index.shape)}")
+            if probe_index.numel() and (int(probe_index.min()) < 0 or int(probe_index.max()) >= x.shape[0]):
+                raise ValueError(f"probe_index refers to nodes outside [0, {x.shape[0]})")
             probe = probe.to(dtype)
         src, dst = edge_index[0], edge_index[1]
         deg = torch.bincount(dst, minlength=x.shape[0]).clamp_min(1)
         inv_deg = (1.0 / deg.to(x.dtype)).unsqueeze(1)            # nodes without inputs get a = 0
-        h = self.encode_nodes(x, probe)
+        h = self.encode_nodes(x, probe, probe_index)
         e = self.encode_edges(edge_attr)
         for block in self.blocks:
             h, e = block(h, e, src, dst, inv_deg)

@@ -24,10 +24,13 @@ class ParameterGraph:
         edge_attr: edge features ``[E, EDGE_DIM]``; column ``E_VALUE`` holds each parameter once.
         spec: the :class:`~gmn_inr.fields.ArchSpec` it was converted from, when known.
         name: a label (the architecture name or the module type).
-        probe: ``[N, K]`` probe features (Kofinas et al.): each neuron's value at the ``K`` points
-            of :data:`graphs.probe.PROBE_POINTS` (input neurons: their encoded input; grid channel
-            nodes: the interpolated feature; storage nodes: 0), or None when the converter could
-            not run the network.
+        probe: ``[M, K]`` probe features (Kofinas et al.) of the ``M`` nodes listed in
+            ``probe_index``: each neuron's value at the ``K`` points of
+            :func:`graphs.probe.probe_points` (input neurons: their encoded input; grid channel
+            nodes: the interpolated feature; bias nodes: 1). Storage nodes (cells, entries,
+            vertices) have none, so a grid's thousands of nodes cost nothing here. None when the
+            converter could not run the network.
+        probe_index: ``[M]`` long, the node of each ``probe`` row (ascending).
     """
 
     x: torch.Tensor
@@ -37,6 +40,7 @@ class ParameterGraph:
     name: str = ""
     meta: dict = field(default_factory=dict)
     probe: Optional[torch.Tensor] = None
+    probe_index: Optional[torch.Tensor] = None
 
     @property
     def num_nodes(self) -> int:
@@ -47,7 +51,8 @@ class ParameterGraph:
         return int(self.edge_index.shape[1])
 
     def nbytes(self) -> int:
-        ts = (self.x, self.edge_index, self.edge_attr) + ((self.probe,) if self.probe is not None else ())
+        ts = (self.x, self.edge_index, self.edge_attr) + \
+            ((self.probe, self.probe_index) if self.probe is not None else ())
         return sum(t.element_size() * t.numel() for t in ts)
 
     def validate(self) -> "ParameterGraph":
@@ -63,20 +68,27 @@ class ParameterGraph:
             raise GraphError(f"edge_index refers to nodes outside 0..{x.shape[0] - 1}")
         if not (torch.isfinite(x).all() and torch.isfinite(ea).all()):
             raise GraphError("parameter graph holds NaN or inf features")
+        if (self.probe is None) != (self.probe_index is None):
+            raise GraphError("probe and probe_index must be given together")
         if self.probe is not None:
-            p = self.probe
-            if p.ndim != 2 or p.shape[0] != x.shape[0]:
-                raise GraphError(f"probe must be [N={x.shape[0]}, K], got {tuple(p.shape)}")
+            p, pi = self.probe, self.probe_index
+            if p.ndim != 2 or pi.ndim != 1 or pi.dtype != torch.long or p.shape[0] != pi.shape[0]:
+                raise GraphError(f"probe must be [M, K] with a long probe_index [M], got {tuple(p.shape)} and "
+                                 f"{pi.dtype} {tuple(pi.shape)}")
+            if pi.numel() and (int(pi.min()) < 0 or int(pi.max()) >= x.shape[0]):
+                raise GraphError(f"probe_index refers to nodes outside 0..{x.shape[0] - 1}")
             if not torch.isfinite(p).all():
                 raise GraphError("probe features hold NaN or inf (the network diverges at a probe point)")
         return self
 
     def to_pyg(self):
-        """A ``torch_geometric.data.Data`` with ``x``, ``edge_index``, ``edge_attr`` (and nothing
-        else named ``*index*``, which ``Batch`` would offset as node indices)."""
+        """A ``torch_geometric.data.Data`` with ``x``, ``edge_index``, ``edge_attr`` (and ``probe``,
+        ``probe_index`` when present; nothing else is named ``*index*``, which ``Batch`` offsets as
+        node indices)."""
         from torch_geometric.data import Data
 
-        extra = {"probe": self.probe} if self.probe is not None else {}
+        # Batch offsets every key named *index* by the node count, as probe_index needs
+        extra = {"probe": self.probe, "probe_index": self.probe_index} if self.probe is not None else {}
         return Data(x=self.x, edge_index=self.edge_index, edge_attr=self.edge_attr, num_nodes=self.num_nodes, **extra)
 
     def to_networkx(self):
@@ -85,11 +97,19 @@ class ParameterGraph:
         import networkx as nx
 
         g = nx.MultiDiGraph()
-        probe = self.probe.tolist() if self.probe is not None else [[]] * self.num_nodes
+        probe = self.dense_probe().tolist() if self.probe is not None else [[]] * self.num_nodes
         g.add_nodes_from((i, {"x": tuple(r), "probe": tuple(p)}) for i, (r, p) in enumerate(zip(self.x.tolist(), probe)))
         g.add_edges_from((int(s), int(t), {"attr": tuple(a)})
                          for (s, t), a in zip(self.edge_index.t().tolist(), self.edge_attr.tolist()))
         return g
+
+    def dense_probe(self) -> torch.Tensor:
+        """``[N, K]`` probe features with zero rows for nodes that have none."""
+        if self.probe is None:
+            raise GraphError("this graph has no probe features")
+        out = self.probe.new_zeros(self.num_nodes, self.probe.shape[1])
+        out[self.probe_index] = self.probe
+        return out
 
     def __repr__(self) -> str:
         return f"ParameterGraph(name={self.name!r}, nodes={self.num_nodes}, edges={self.num_edges})"
@@ -160,7 +180,7 @@ class GraphBuilder:
         return ids
 
     def set_probe(self, ids: torch.Tensor, values: torch.Tensor) -> None:
-        """Give nodes ``ids [n]`` their probe features ``values [n, K]`` (nodes never given any get 0)."""
+        """Give nodes ``ids [n]`` their probe features ``values [n, K]`` (a node given none has none)."""
         if values.ndim != 2 or values.shape[0] != ids.shape[0]:
             raise GraphError(f"probe values must be [n={ids.shape[0]}, K], got {tuple(values.shape)}")
         if self._probe and values.shape[1] != self._probe[0].shape[1]:
@@ -180,8 +200,11 @@ class GraphBuilder:
         x = torch.cat(self._x) if self._x else torch.zeros(0, L.NODE_DIM)
         ei = torch.stack([torch.cat(self._src), torch.cat(self._dst)]) if self._src else torch.zeros(2, 0, dtype=torch.long)
         ea = torch.cat(self._attr) if self._attr else torch.zeros(0, L.EDGE_DIM)
-        probe = None
+        probe = probe_index = None
         if self._probe:
-            probe = torch.zeros(x.shape[0], self._probe[0].shape[1])
-            probe[torch.cat(self._probe_ids)] = torch.cat(self._probe)
-        return ParameterGraph(x, ei, ea, spec=spec, name=name, probe=probe)
+            ids = torch.cat(self._probe_ids)
+            if torch.unique(ids).numel() != ids.numel():
+                raise GraphError("a node was given probe features twice")
+            probe_index, order = torch.sort(ids)
+            probe = torch.cat(self._probe)[order]
+        return ParameterGraph(x, ei, ea, spec=spec, name=name, probe=probe, probe_index=probe_index)

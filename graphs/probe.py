@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import torch
 
-#: per-axis coordinates of the probe grid: cell centres of a 4x4x4 grid over [-0.8, 0.8]^3,
-#: the box the zoo's objects fill (fields take xyz in [-1, 1])
-PROBE_AXIS = (-0.6, -0.2, 0.2, 0.6)
+#: per-axis coordinates of the probe grid: cell centres of an 8x8x8 grid over [-0.8, 0.8]^3,
+#: the box the zoo's objects fill (fields take xyz in [-1, 1]). 8^3 rather than 4^3: on the cpu
+#: zoo a linear classifier on the output neurons' probes alone reaches ~75% instead of ~55%.
+PROBE_AXIS = (-0.7, -0.5, -0.3, -0.1, 0.1, 0.3, 0.5, 0.7)
 
 
 def probe_points() -> torch.Tensor:
-    """``[K, 3]`` probe points (K = 64), x slowest."""
+    """``[K, 3]`` probe points (K = 512), x slowest."""
     a = torch.tensor(PROBE_AXIS)
     return torch.cartesian_prod(a, a, a)
 

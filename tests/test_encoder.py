@@ -112,6 +112,10 @@ def test_probe_features_are_read_only_when_asked_for():
         data.probe = data.probe[:, :5]
         with pytest.raises(ValueError, match="probe features must be"):
             enc(data)
+        data = g.to_pyg()
+        data.probe_index = data.probe_index + 10 ** 6
+        with pytest.raises(ValueError, match="probe_index"):
+            enc(data)
     assert torch.isfinite(z).all()
 
 

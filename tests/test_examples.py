@@ -25,6 +25,11 @@ def test_voxel_grid_example_registers_and_converts():
     xyz = g.edge_attr[k, L.E_POS].reshape(1, 1, 1, 1, 3)
     read = torch.nn.functional.grid_sample(field.grid[None], xyz, align_corners=True).reshape(-1)
     assert abs(read[1].item() - 1.0) < 1e-5 and read[0].item() == 0.0
+    # the shared MLP part gave the plug-in's neurons their probe features
+    from graphs.probe import probe_points
+    with torch.no_grad():
+        want = field(probe_points())
+    assert torch.allclose(g.dense_probe()[g.x[:, L.N_TYPE] == L.NodeType.OUTPUT].t(), want, atol=1e-6)
 
 
 def test_demo_prints_every_architecture(capsys):

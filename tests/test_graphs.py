@@ -323,21 +323,30 @@ def test_probe_features_are_the_networks_activations(name):
                 p.add_(0.1 * torch.randn_like(p))
         inputs = probe_points()
     g = to_graph(net).validate()
-    assert g.probe.shape == (g.num_nodes, NUM_PROBES)
+    dense = g.dense_probe()
+    assert dense.shape == (g.num_nodes, NUM_PROBES)
     t = g.x[:, L.N_TYPE]
     with torch.no_grad():
         want = net(inputs)                                                      # [K, n_out]
-    out = g.probe[t == L.NodeType.OUTPUT]
+    out = dense[t == L.NodeType.OUTPUT]
     assert torch.allclose(out.t(), want, atol=1e-5, rtol=1e-5)
-    assert torch.all(g.probe[t == L.NodeType.BIAS] == 1)
+    assert torch.all(dense[t == L.NodeType.BIAS] == 1)
     storage = g.x[:, L.N_LAYER] < 0                                             # plane cells, entries, vertices
-    assert torch.all(g.probe[storage] == 0)
+    has = torch.zeros(g.num_nodes, dtype=torch.bool)
+    has[g.probe_index] = True
+    assert torch.equal(has, ~storage)                                           # every neuron, no storage node
     if name in ("TRI", "HASH", "OCT"):                                          # grid channels: interpolated features
         with torch.no_grad():
             feats = net.grid_features(probe_points())
-        assert torch.allclose(g.probe[t == L.NodeType.GRID_CHANNEL], feats.t(), atol=1e-6)
+        assert torch.allclose(dense[t == L.NodeType.GRID_CHANNEL], feats.t(), atol=1e-6)
+    # probe_index is offset per graph in a batch
+    b = Batch.from_data_list([g.to_pyg(), g.to_pyg()])
+    assert torch.equal(b.probe_index, torch.cat([g.probe_index, g.probe_index + g.num_nodes]))
     # a NaN at a probe point is rejected
-    bad = ParameterGraph(g.x, g.edge_index, g.edge_attr, probe=g.probe.clone())
+    bad = ParameterGraph(g.x, g.edge_index, g.edge_attr, probe=g.probe.clone(), probe_index=g.probe_index)
     bad.probe[0, 0] = float("nan")
     with pytest.raises(GraphError, match="probe"):
+        bad.validate()
+    bad = ParameterGraph(g.x, g.edge_index, g.edge_attr, probe=g.probe, probe_index=g.probe_index + g.num_nodes)
+    with pytest.raises(GraphError, match="probe_index"):
         bad.validate()

@@ -5,6 +5,13 @@ the main paper (appendix B): a pre-encoder of node and edge features, ``L`` resi
 update every directed edge from (source node, target node, edge) and every node from the mean of
 its incoming messages, then ``ReLU(Linear(edge features))`` mean-pooled over each graph's edges.
 
+Two additions to the paper's encoder (both can be switched off: ``probe_dim=0``,
+``output_readout=False``): each neuron's probe features (its values at fixed points,
+graphs/probe.py; Kofinas et al.) enter its input features through ``Linear(asinh(probe))``, and
+the readout adds the mean of ``ReLU(Linear(h))`` over the output neurons, whose probe rows mean
+the same thing in every architecture. Without them 400 CPU steps leave the embeddings of every
+family but octrees at chance (benchmarks/unseen_arch.py's ablation rows).
+
 Efficiency (the block is linear in edges, so edge work dominates). A linear map of a per-edge
 concatenation ``W [x_i; x_j; e_ij]`` equals ``W_s x_i + W_t x_j + W_e e_ij``; the node terms are
 projected once per *node* and then gathered per edge, so per edge only the ``W_e e`` products
@@ -13,9 +20,10 @@ remain (3 H x H products per block instead of 6, and no ``[E, 3H]`` concatenatio
 computes the same function (see :meth:`ConcatGMNLayer.from_efficient`) and
 ``benchmarks/encoder_speed.py`` times the two side by side.
 
-Symmetry. No feature depends on a hidden neuron's index (graphs/layout.py has none), message
-aggregation is a mean, and pooling is a mean, so permuting the hidden neurons of an INR (and its
-weights accordingly) leaves the embedding unchanged up to float rounding.
+Symmetry. No feature depends on a hidden neuron's index (graphs/layout.py has none; probe rows
+move with their neurons), message aggregation is a mean, and pooling is a mean, so permuting the
+hidden neurons of an INR (and its weights accordingly) leaves the embedding unchanged up to
+float rounding.
 """
 from __future__ import annotations
 
@@ -261,7 +269,8 @@ class GMNEncoder(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         """``batch``: a torch_geometric ``Batch`` (or one ``Data``) with ``x [N, 10]``,
-        ``edge_index [2, E]``, ``edge_attr [E, 9]`` (and ``batch [N]``) -> ``[num_graphs, D]``."""
+        ``edge_index [2, E]``, ``edge_attr [E, 9]`` (and ``batch [N]``; ``probe [M, K]`` and
+        ``probe_index [M]`` unless ``probe_dim=0``) -> ``[num_graphs, D]``."""
         x, edge_index, edge_attr = batch.x, batch.edge_index, batch.edge_attr
         self._check(x, edge_index, edge_attr)
         node_graph = getattr(batch, "batch", None)
@@ -273,20 +282,7 @@ class GMNEncoder(nn.Module):
         dtype = self.readout.weight.dtype            # graphs are float32; follow the encoder's dtype
         x = x.to(dtype)
         edge_attr = edge_attr.to(dtype)
-        probe = probe_index = None
-        if self.node_probe is not None:
-            probe, probe_index = getattr(batch, "probe", None), getattr(batch, "probe_index", None)
-            k = self.config.probe_dim
-            if probe is None or probe_index is None:
-                raise ValueError(f"this encoder reads probe features (probe_dim={k}) but the graphs have none; "
-                                 "convert with graphs.to_graph (fields and nn.Sequential get them) or build "
-                                 "the encoder with probe_dim=0")
-            if probe.dim() != 2 or probe.shape[1] != k or probe_index.shape != (probe.shape[0],):
-                raise ValueError(f"probe features must be [M, {k}] with probe_index [M], got {tuple(probe.shape)} "
-                                 f"and {tuple(probe_index.shape)}")
-            if probe_index.numel() and (int(probe_index.min()) < 0 or int(probe_index.max()) >= x.shape[0]):
-                raise ValueError(f"probe_index refers to nodes outside [0, {x.shape[0]})")
-            probe = probe.to(dtype)
+        probe, probe_index = self._probe_inputs(batch, x.shape[0], dtype)
         src, dst = edge_index[0], edge_index[1]
         deg = torch.bincount(dst, minlength=x.shape[0]).clamp_min(1)
         inv_deg = (1.0 / deg.to(x.dtype)).unsqueeze(1)            # nodes without inputs get a = 0
@@ -294,22 +290,42 @@ class GMNEncoder(nn.Module):
         e = self.encode_edges(edge_attr)
         for block in self.blocks:
             h, e = block(h, e, src, dst, inv_deg)
-        # readout: mean over each graph's edges of ReLU(Linear(e))
-        edge_graph = node_graph.index_select(0, src)
+        return self._readout(h, e, x, node_graph.index_select(0, src), node_graph, num_graphs)
+
+    def _probe_inputs(self, batch, n_nodes: int, dtype: torch.dtype):
+        """``(probe [M, K], probe_index [M])`` of a batch, checked; ``(None, None)`` if not read."""
+        if self.node_probe is None:
+            return None, None
+        probe, probe_index = getattr(batch, "probe", None), getattr(batch, "probe_index", None)
+        k = self.config.probe_dim
+        if probe is None or probe_index is None:
+            raise ValueError(f"this encoder reads probe features (probe_dim={k}) but the graphs have none; "
+                             "convert with graphs.to_graph (fields and nn.Sequential get them) or build "
+                             "the encoder with probe_dim=0")
+        if probe.dim() != 2 or probe.shape[1] != k or probe_index.shape != (probe.shape[0],):
+            raise ValueError(f"probe features must be [M, {k}] with probe_index [M], got {tuple(probe.shape)} "
+                             f"and {tuple(probe_index.shape)}")
+        if probe_index.numel() and (int(probe_index.min()) < 0 or int(probe_index.max()) >= n_nodes):
+            raise ValueError(f"probe_index refers to nodes outside [0, {n_nodes})")
+        return probe.to(dtype), probe_index
+
+    def _readout(self, h: torch.Tensor, e: torch.Tensor, x: torch.Tensor, edge_graph: torch.Tensor,
+                 node_graph: torch.Tensor, num_graphs: int) -> torch.Tensor:
+        """Mean over each graph's edges of ``ReLU(Linear(e))`` (+ the same over its output neurons'
+        ``h``): ``h [N, H]``, ``e [E, H]``, node features ``x [N, NODE_DIM]`` -> ``[G, D]``."""
         pooled = e.new_zeros(num_graphs, self.config.embed_dim)
         # without autograd the [E, D] activations need not exist at once (D = 1024 on 500k edges
         # would be 2 GB): pool them chunk by chunk
         step = e.shape[0] if torch.is_grad_enabled() else self.READOUT_CHUNK
         for i in range(0, e.shape[0], max(step, 1)):
-            out = torch.relu(self.readout(e[i:i + step]))
-            pooled = pooled.index_add(0, edge_graph[i:i + step], out)
+            pooled = pooled.index_add(0, edge_graph[i:i + step], torch.relu(self.readout(e[i:i + step])))
         n_edges = torch.bincount(edge_graph, minlength=num_graphs).clamp_min(1).to(pooled.dtype)
         pooled = pooled / n_edges.unsqueeze(1)
         if self.output_readout is not None:
-            out = x[:, N_TYPE] == int(NodeType.OUTPUT)                 # [N] bool
-            g_out = node_graph[out]
+            is_out = x[:, N_TYPE] == int(NodeType.OUTPUT)                                  # [N]
+            g_out = node_graph[is_out]
             n_out = torch.bincount(g_out, minlength=num_graphs).clamp_min(1).to(pooled.dtype)
-            per_node = torch.relu(self.output_readout(h[out]))           # [N_out, D]
+            per_node = torch.relu(self.output_readout(h[is_out]))                          # [N_out, D]
             pooled = pooled + pooled.new_zeros(pooled.shape).index_add(0, g_out, per_node) / n_out.unsqueeze(1)
         return pooled
 

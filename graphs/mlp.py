@@ -96,10 +96,6 @@ def add_mlp(builder: GraphBuilder, input_ids: torch.Tensor, linears: Sequence[nn
     return prev
 
 
-def _identity(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
 def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch.Tensor]) -> torch.Tensor:
     """A field's MLP fed by ``cat(grid channels, frequency-encoding inputs)`` (the field's order),
     with probe features: the MLP's inputs at the probe points propagated through its layers."""
@@ -115,7 +111,7 @@ def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch
     mlp = field.mlp
     n = len(mlp.layers)
     acts = [mlp.activation] * (n - 1) + ["identity"]
-    fns = [mlp.act] * (n - 1) + [_identity]
+    fns = [mlp.act] * (n - 1) + [nn.Identity()]
     return add_mlp(builder, torch.cat(inputs), list(mlp.layers), acts, torch.cat(probe, dim=1).t(), fns)
 
 
@@ -145,7 +141,7 @@ def sequential_to_graph(seq: nn.Sequential) -> ParameterGraph:
         if isinstance(m, nn.Linear):
             linears.append(m)
             acts.append("identity")
-            fns.append(_identity)
+            fns.append(nn.Identity())
             continue
         name = activation_name(m)
         if name is None:

@@ -7,6 +7,10 @@
   a small 3D CNN (:class:`VoxelNet`). Architecture-agnostic, but it pays for sampling.
 - distillation (INRet): fit a supported architecture to an unsupported INR's outputs
   (:func:`distill`), then embed the copy. Pays for a fit per INR.
+- sampled outputs (no learning at all): the INR's raw outputs at the graphs' probe points
+  (:func:`sampled_outputs`), the same numbers as the output neurons' probe rows of
+  ``graphs.to_graph``; :func:`sampled_output_features` flattens them (``asinh``) into one vector
+  per INR, compared by cosine. Whatever an encoder reading those probe rows adds must beat it.
 """
 from __future__ import annotations
 
@@ -63,6 +67,21 @@ def sample_grid(field: nn.Module, res: int = 16, function: str = "radiance") -> 
     return vals.t().reshape(-1, res, res, res)
 
 
+@torch.no_grad()
+def sampled_outputs(field: nn.Module) -> torch.Tensor:
+    """The INR's raw outputs at the probe points (graphs/probe.py): ``[out_dim, K]``, row ``c``
+    equal to the probe row of output neuron ``c`` in ``graphs.to_graph(field)``."""
+    from graphs.probe import probe_points
+
+    return field(probe_points()).t().contiguous()
+
+
+def sampled_output_features(field: nn.Module) -> torch.Tensor:
+    """``[out_dim * K]``: :func:`sampled_outputs` through ``asinh`` (the encoder's squashing of
+    probe rows: sign kept, linear near 0, logarithmic for large densities), channel-major."""
+    return torch.asinh(sampled_outputs(field)).reshape(-1)
+
+
 class VoxelNet(nn.Module):
     """``[B, C, R, R, R] -> [B, n_out]``: a small 3D CNN (the conversion baseline's encoder)."""
 
@@ -77,6 +96,14 @@ class VoxelNet(nn.Module):
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return self.net(v)
+
+    @torch.no_grad()
+    def features(self, v: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """``[B, C, R, R, R] -> [B, 4 * width]``: the pooled features before the class layer (what
+        the conversion baseline retrieves with, by cosine)."""
+        self.eval()
+        body = self.net[:-1]
+        return torch.cat([body(v[i:i + batch_size]) for i in range(0, v.shape[0], batch_size)])
 
 
 def train_supervised(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,

@@ -35,11 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphs.layout import (E_TYPE, E_VALUE, EDGE_DIM, N_TYPE, NODE_DIM, NUM_EDGE_TYPES,
-                           NUM_NODE_TYPES, NodeType)
+from graphs.layout import (E_LAYER, E_LEVEL, E_TYPE, E_VALUE, EDGE_DIM, LAYER_SCALE, LEVEL_SCALE, N_OUT, N_TYPE,
+                           NODE_DIM, NUM_EDGE_TYPES, NUM_NODE_TYPES, OUT_SCALE, NodeType)
 from graphs.probe import NUM_PROBES
 
 _NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
+#: output channels a probe readout tells apart (r, g, b, sigma; implicit functions use one)
+MAX_OUTPUTS = 4
 _EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
 
 
@@ -48,19 +50,37 @@ class EncoderConfig:
     """Sizes of a :class:`GMNEncoder`; stored in checkpoints so an encoder can be rebuilt."""
 
     hidden: int = 128          #: node and edge feature width inside the network
-    layers: int = 4            #: number of message-passing blocks
+    layers: int = 4            #: number of message-passing blocks (0: pre-encoder and readout only)
     embed_dim: int = 1024      #: output embedding size (readout width)
     value_freqs: int = 64      #: learned sinusoidal features of each edge's parameter value
     efficient: bool = True     #: project-then-gather block (False: plain concatenation block)
     probe_dim: int = NUM_PROBES  #: width of the graphs' probe features read (0: ignore them)
     output_readout: bool = True  #: add the mean of ReLU(Linear(h)) over each graph's output neurons
+    #: the output readout also reads each output neuron's probe row through a linear map of its
+    #: own channel (K -> D per channel), so the embedding is not limited to what a width-H node
+    #: state kept of the function's values
+    probe_readout: bool = False
+    #: read each edge's value divided by the RMS of its group (same graph, edge type, layer and
+    #: grid level), with log10 of that RMS as a feature of its own: a hash feature (~1e-3) and a
+    #: sine weight (~1) then vary on one scale, so a graph's values are not drowned by its structure
+    value_norm: bool = False
+    #: standardise the pooled embedding per dimension (batch statistics in training, running
+    #: statistics in eval, no affine): it removes what every INR shares, which SigLIP's gradient
+    #: cannot move (it is orthogonal to a common direction) and which otherwise hides the rest
+    embed_norm: bool = False
 
     def validate(self) -> None:
-        for k in ("hidden", "layers", "embed_dim", "value_freqs"):
+        for k in ("hidden", "embed_dim", "value_freqs"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"EncoderConfig.{k} must be >= 1, got {getattr(self, k)}")
+        # zero blocks is the "no message passing" baseline: what the blocks add is measured against it
+        if int(self.layers) < 0:
+            raise ValueError(f"EncoderConfig.layers must be >= 0, got {self.layers}")
         if int(self.probe_dim) < 0:
             raise ValueError(f"EncoderConfig.probe_dim must be >= 0, got {self.probe_dim}")
+        if self.probe_readout and not (self.probe_dim and self.output_readout):
+            raise ValueError("EncoderConfig.probe_readout reads the output neurons' probe rows: it needs "
+                             "probe_dim > 0 and output_readout=True")
 
 
 #: named sizes: the paper's (GPU), one that trains in minutes on 2 CPU cores, one for tests
@@ -181,9 +201,11 @@ class GMNEncoder(nn.Module):
 
     def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
                  value_freqs: int = 64, efficient: bool = True, probe_dim: int = NUM_PROBES,
-                 output_readout: bool = True):
+                 output_readout: bool = True, probe_readout: bool = False, value_norm: bool = False,
+                 embed_norm: bool = False):
         super().__init__()
-        self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient, probe_dim, output_readout)
+        self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient, probe_dim, output_readout,
+                                    probe_readout, value_norm, embed_norm)
         self.config.validate()
         h = hidden
         # pre-encoder: type codes through embedding tables, the scaled columns through a
@@ -194,11 +216,14 @@ class GMNEncoder(nn.Module):
         self.edge_type = nn.Embedding(NUM_EDGE_TYPES, h)
         self.value_sin = nn.Linear(1, value_freqs)
         self.edge_sin = nn.Linear(len(_EDGE_REST), h)
-        self.edge_lin = nn.Linear(1 + value_freqs + len(_EDGE_REST) + h, h)
+        n_value = 2 if value_norm else 1              # (value / group RMS, log10 RMS) or the raw value
+        self.edge_lin = nn.Linear(n_value + value_freqs + len(_EDGE_REST) + h, h)
         with torch.no_grad():
             # parameter values span orders of magnitude (hash features ~1e-3, sine weights ~1):
-            # start the value frequencies log-spaced over [1, 300] so small values are resolved
-            f = torch.logspace(0, math.log10(300.0), value_freqs)
+            # start the value frequencies log-spaced over [1, 300] so small values are resolved;
+            # normalised values are O(1) and need only [0.5, 8]
+            lo, hi = (0.5, 8.0) if value_norm else (1.0, 300.0)
+            f = torch.logspace(math.log10(lo), math.log10(hi), value_freqs)
             sign = torch.where(torch.arange(value_freqs) % 2 == 0, 1.0, -1.0)
             self.value_sin.weight.copy_((f * sign).unsqueeze(1))
             self.value_sin.bias.uniform_(-math.pi, math.pi)
@@ -211,6 +236,11 @@ class GMNEncoder(nn.Module):
         # weights 5:1), so what the output neurons know, the same kind of thing in every
         # architecture, would be a small share of it: read them out on their own as well
         self.output_readout = nn.Linear(h, embed_dim) if output_readout else None
+        # one K -> D map per output channel (r, g, b, sigma differ in meaning), stored as [K, C*D]
+        self.probe_readout = (nn.Linear(probe_dim, MAX_OUTPUTS * embed_dim, bias=False) if probe_readout else None)
+        if embed_norm:
+            self.register_buffer("embed_mean", torch.zeros(embed_dim))
+            self.register_buffer("embed_var", torch.ones(embed_dim))
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "GMNEncoder":
@@ -260,12 +290,35 @@ class GMNEncoder(nn.Module):
             h = h.index_add(0, probe_index, self.node_probe(torch.asinh(probe)))
         return h
 
-    def encode_edges(self, edge_attr: torch.Tensor) -> torch.Tensor:
-        """Pre-encoder of edge features: ``[E, EDGE_DIM] -> [E, H]``."""
+    def encode_edges(self, edge_attr: torch.Tensor, edge_graph: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pre-encoder of edge features: ``[E, EDGE_DIM] -> [E, H]`` (``edge_graph [E]``: each
+        edge's graph, needed by ``value_norm``; None = one graph)."""
         value = edge_attr[:, E_VALUE:E_VALUE + 1]
         rest = edge_attr[:, _EDGE_REST]
-        feats = torch.cat([value, torch.sin(self.value_sin(value)), rest, torch.sin(self.edge_sin(rest))], dim=-1)
+        if self.config.value_norm:
+            value, log_rms = self._normalised_values(edge_attr, edge_graph)
+            first = torch.cat([value, log_rms], dim=-1)
+        else:
+            first = value
+        feats = torch.cat([first, torch.sin(self.value_sin(value)), rest, torch.sin(self.edge_sin(rest))], dim=-1)
         return self.edge_lin(feats) + self.edge_type(edge_attr[:, E_TYPE].long())
+
+    @staticmethod
+    def _normalised_values(edge_attr: torch.Tensor, edge_graph: Optional[torch.Tensor]):
+        """``(value / RMS of its group, log10(RMS) / 4)``, each ``[E, 1]``; a group is one graph's
+        edges of one type, layer and grid level."""
+        if edge_graph is None:
+            edge_graph = edge_attr.new_zeros(edge_attr.shape[0], dtype=torch.long)
+        etype = edge_attr[:, E_TYPE].long()
+        layer = (edge_attr[:, E_LAYER] * LAYER_SCALE).round().long().clamp(-1, 30) + 1       # [0, 32)
+        level = (edge_attr[:, E_LEVEL] * LEVEL_SCALE).round().long().clamp(0, 16)            # [0, 17)
+        key = ((edge_graph * NUM_EDGE_TYPES + etype) * 32 + layer) * 17 + level
+        v = edge_attr[:, E_VALUE]
+        n_keys = int(key.max()) + 1 if key.numel() else 1
+        sq = v.new_zeros(n_keys).index_add_(0, key, v * v)
+        cnt = torch.bincount(key, minlength=n_keys).clamp_min(1).to(v.dtype)
+        rms = (sq / cnt).sqrt().clamp_min(1e-12).index_select(0, key)
+        return (v / rms).unsqueeze(1), (torch.log10(rms) / 4).unsqueeze(1)
 
     def forward(self, batch) -> torch.Tensor:
         """``batch``: a torch_geometric ``Batch`` (or one ``Data``) with ``x [N, 10]``,
@@ -286,11 +339,17 @@ class GMNEncoder(nn.Module):
         src, dst = edge_index[0], edge_index[1]
         deg = torch.bincount(dst, minlength=x.shape[0]).clamp_min(1)
         inv_deg = (1.0 / deg.to(x.dtype)).unsqueeze(1)            # nodes without inputs get a = 0
+        edge_graph = node_graph.index_select(0, src)
         h = self.encode_nodes(x, probe, probe_index)
-        e = self.encode_edges(edge_attr)
+        e = self.encode_edges(edge_attr, edge_graph)
         for block in self.blocks:
             h, e = block(h, e, src, dst, inv_deg)
-        return self._readout(h, e, x, node_graph.index_select(0, src), node_graph, num_graphs)
+        z = self._readout(h, e, x, edge_graph, node_graph, num_graphs, probe, probe_index)
+        if self.config.embed_norm:
+            # batch statistics need two graphs; a single graph in training uses the running ones
+            z = F.batch_norm(z, self.embed_mean, self.embed_var, training=self.training and num_graphs > 1,
+                             momentum=0.1, eps=1e-5)
+        return z
 
     def _probe_inputs(self, batch, n_nodes: int, dtype: torch.dtype):
         """``(probe [M, K], probe_index [M])`` of a batch, checked; ``(None, None)`` if not read."""
@@ -310,9 +369,11 @@ class GMNEncoder(nn.Module):
         return probe.to(dtype), probe_index
 
     def _readout(self, h: torch.Tensor, e: torch.Tensor, x: torch.Tensor, edge_graph: torch.Tensor,
-                 node_graph: torch.Tensor, num_graphs: int) -> torch.Tensor:
+                 node_graph: torch.Tensor, num_graphs: int, probe: Optional[torch.Tensor] = None,
+                 probe_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean over each graph's edges of ``ReLU(Linear(e))`` (+ the same over its output neurons'
-        ``h``): ``h [N, H]``, ``e [E, H]``, node features ``x [N, NODE_DIM]`` -> ``[G, D]``."""
+        ``h``, with their probe rows when ``probe_readout``): ``h [N, H]``, ``e [E, H]``, node
+        features ``x [N, NODE_DIM]``, ``probe [M, K]`` of nodes ``probe_index [M]`` -> ``[G, D]``."""
         pooled = e.new_zeros(num_graphs, self.config.embed_dim)
         # without autograd the [E, D] activations need not exist at once (D = 1024 on 500k edges
         # would be 2 GB): pool them chunk by chunk
@@ -325,9 +386,28 @@ class GMNEncoder(nn.Module):
             is_out = x[:, N_TYPE] == int(NodeType.OUTPUT)                                  # [N]
             g_out = node_graph[is_out]
             n_out = torch.bincount(g_out, minlength=num_graphs).clamp_min(1).to(pooled.dtype)
-            per_node = torch.relu(self.output_readout(h[is_out]))                          # [N_out, D]
+            pre = self.output_readout(h[is_out])                                           # [N_out, D]
+            if self.probe_readout is not None:
+                pre = pre + self._output_probe_term(x, is_out, probe, probe_index)
+            per_node = torch.relu(pre)
             pooled = pooled + pooled.new_zeros(pooled.shape).index_add(0, g_out, per_node) / n_out.unsqueeze(1)
         return pooled
+
+    def _output_probe_term(self, x: torch.Tensor, is_out: torch.Tensor, probe: torch.Tensor,
+                           probe_index: torch.Tensor) -> torch.Tensor:
+        """``W_c asinh(p_o)`` for every output neuron ``o`` of channel ``c``: ``[N_out, D]``."""
+        rows = is_out.index_select(0, probe_index)          # probe rows that belong to output neurons
+        p = probe[rows]                                     # node order: probe_index ascends, as is_out
+        n_out = int(is_out.sum())
+        if p.shape[0] != n_out:
+            raise ValueError(f"probe_readout needs a probe row for every output neuron: {n_out} output neurons, "
+                             f"{p.shape[0]} rows")
+        chan = (x[is_out, N_OUT] * OUT_SCALE).round().long()
+        if n_out and (int(chan.min()) < 0 or int(chan.max()) >= MAX_OUTPUTS):
+            raise ValueError(f"probe_readout reads at most {MAX_OUTPUTS} output channels, got channel {int(chan.max())}")
+        d = self.config.embed_dim
+        per_chan = self.probe_readout(torch.asinh(p)).view(n_out, MAX_OUTPUTS, d)      # [N_out, C, D]
+        return per_chan.gather(1, chan.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
 
     def to_plain(self) -> "GMNEncoder":
         """A copy whose blocks are :class:`ConcatGMNLayer` computing the same function."""

@@ -11,8 +11,13 @@ graph without probe features and output-neuron readout), then reports:
   embeddings of ALL and of each family, tested on every training architecture and every unseen
   variant, on test objects the encoder never saw;
 - instance retrieval recall@1/5/10 (Table 6) for ALL/ALL and every query/gallery family pair;
-- baselines on the same split: a flat-weights network (one architecture only), a conversion
-  baseline (sample a voxel grid, 3D CNN) and INRet-style distillation, with seconds per INR;
+- baselines on the same split: the INRs' sampled outputs at the probe points (no learning:
+  classification and retrieval rows), the same encoder trained with zero message-passing blocks,
+  a flat-weights network (one architecture only), a conversion baseline (sample a voxel grid, 3D
+  CNN; classification and retrieval rows) and INRet-style distillation, with seconds per INR;
+- a headline table: for every method the three numbers the encoder must win (recall@1 ALL/ALL,
+  worst unseen variant with the classifier on ALL, worst other family with a one-family
+  classifier);
 - ``OUT/unseen_arch.json``, ``OUT/unseen_arch.md``, ``OUT/tsne.png``, ``OUT/retrieval.png``.
 """
 from __future__ import annotations
@@ -39,6 +44,12 @@ ABLATIONS = {
     "L_R+C, paper graph": dict(paper_graph=True, encoder={"probe_dim": 0, "output_readout": False}),
     "L_R+C, no probes": dict(paper_graph=False, encoder={"probe_dim": 0, "output_readout": False}),
 }
+#: the same encoder and training with zero message-passing blocks (probe features, pre-encoder and
+#: readout only): what the blocks add over reading the probe rows is the difference to "L_R+C"
+NO_MESSAGE_PASSING = "L_R+C, no message passing"
+#: the no-learning baseline: each INR's outputs at the probe points, asinh, flattened, cosine
+SAMPLED = "sampled outputs"
+CONVERSION = "conversion (voxel grid + 3D CNN)"
 FAMILY_ARCH = {"mlp": "MLP", "triplane": "TRI", "hashgrid": "HASH", "octree": "OCT"}
 
 
@@ -124,6 +135,20 @@ def embed_records(encoder, records, device: str, batch: int = 16) -> tuple[torch
     return torch.cat(out), (time.perf_counter() - t) / max(1, len(records))
 
 
+@torch.no_grad()
+def time_direct_embedding(encoder, recs, device: str, batch: int = 16) -> float:
+    """Seconds per INR of embedding from scratch: file read, graph conversion and encoder, with no
+    cached graph (records cache theirs, so embedding timings after the first run would miss it)."""
+    from graphs import to_graph
+    from gmn_inr.encoder import batch_graphs
+
+    encoder = encoder.to(device).eval()
+    t = time.perf_counter()
+    for i in range(0, len(recs), batch):
+        encoder(batch_graphs([to_graph(r.field()) for r in recs[i:i + batch]], device=device))
+    return (time.perf_counter() - t) / max(1, len(recs))
+
+
 # -- evaluation ----------------------------------------------------------------------------
 def classification_table(z, recs, n_classes, bp: BenchPreset) -> tuple[dict, dict]:
     """``({classifier_train_set: {test_set: accuracy}}, {classifier_train_set: classifier})``;
@@ -177,7 +202,23 @@ def retrieval_table(z, recs) -> dict:
 
 
 # -- baselines ---------------------------------------------------------------------------
-def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device: str) -> tuple[dict, dict]:
+def sampled_outputs_baseline(recs, n_classes, bp: BenchPreset) -> tuple[dict, dict, float]:
+    """The no-learning baseline: every INR's outputs at the probe points (``asinh``, flattened),
+    through the same classifiers and the same cosine retrieval as the encoders' embeddings.
+    Returns ``(classification table, retrieval table, seconds per INR)`` (file read included)."""
+    from gmn_inr.baselines import sampled_output_features
+
+    log("baseline: sampled outputs at the probe points (no learning)")
+    t0 = time.perf_counter()
+    z = torch.stack([sampled_output_features(r.field()) for r in recs])
+    secs = (time.perf_counter() - t0) / max(1, len(recs))
+    cls, _ = classification_table(z, recs, n_classes, bp)
+    return cls, retrieval_table(z, recs), secs
+
+
+def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device: str) -> tuple[dict, dict, dict]:
+    """``(classification rows, timing, retrieval tables)`` of the flat-weights, conversion and
+    distillation baselines."""
     from gmn_inr import baselines as B
     from gmn_inr.fields import arch_spec_for
     from gmn_inr.tasks import accuracy
@@ -220,6 +261,11 @@ def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device:
     cnn_s = (time.perf_counter() - t0) / len(test)
     results["conversion (voxel grid + 3D CNN, trained on ALL)"] = row
     timing["conversion"] = sample_s + cnn_s
+    # its retrieval rows: the CNN's pooled features of every INR, by cosine, as the encoders'
+    feats = torch.zeros(len(recs), cnn.features(x_train[:1]).shape[1])
+    have = sorted(grids)
+    feats[have] = cnn.features(torch.stack([grids[i] for i in have]))
+    retrieval = {CONVERSION: retrieval_table(feats, recs)}
 
     # distillation: fit the MLP architecture to unseen INRs, then embed the copy
     log(f"baseline: distillation into MLP ({bp.distill_per_arch} INRs per unseen variant, {bp.distill_steps} steps)")
@@ -239,7 +285,7 @@ def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device:
         row[a] = accuracy(classifier_all, torch.cat(zs), labels[t])
     results["distillation into MLP (L_R+C encoder, ALL classifier)"] = row
     timing["distillation"] = sum(secs) / max(1, len(secs))
-    return results, timing
+    return results, timing, retrieval
 
 
 # -- pictures ----------------------------------------------------------------------------
@@ -319,6 +365,15 @@ def markdown(report: dict) -> str:
     lines = [f"# unseen_arch — preset `{report['meta']['preset']}`", "",
              f"{report['meta']['date']}, commit `{report['meta']['commit']}`, device {report['meta']['device']}, "
              f"wall {report['meta']['wall_seconds'] / 60:.1f} min. Accuracies and recalls in %.", ""]
+    secs = {"L_R+C": report["timing"].get("gmn_direct"), CONVERSION: report["timing"].get("conversion")}
+    lines += ["## Headline: every method on the three numbers (test objects)", "",
+              "| method | recall@1 ALL/ALL | worst unseen variant (classifier on ALL) | "
+              "worst other family (classifier on one family) | s/INR |", "|---|---|---|---|---|"]
+    for name, h in report.get("headline", {}).items():
+        t = secs.get(name, report["timing"].get(name))
+        lines.append(f"| {name} | {_pct(h['recall@1'])} | {_pct(h['worst_unseen'])} | {_pct(h['worst_family'])} | "
+                     + ("—" if t is None else f"{t:.4f}") + " |")
+    lines.append("")
     for loss, table in report["classification"].items():
         tests = list(next(iter(table.values())).keys()) if table else []
         lines += [f"## Classification — encoder {loss}", "",
@@ -333,6 +388,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {loss} | {k} | " + " | ".join(_pct(table[p][k]) for p in pairs) + " |")
     lines.append("")
     lines += ["## Baselines (same split)", ""]
+    lines += ["Classification and retrieval rows of the sampled outputs, of the encoder without message "
+              "passing and of the conversion baseline's features are in the tables above.", ""]
     for name, row in report["baselines"].items():
         lines += [f"**{name}**: " + ", ".join(f"{a} {_pct(v)}" for a, v in row.items()), ""]
     lines += ["## Seconds per INR", "", "| method | s/INR |", "|---|---|"]
@@ -341,8 +398,61 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the encoder whose numbers the goals are about, and the rows it must beat
+MAIN = "L_R+C"
+PAPER_GRAPH = "L_R+C, paper graph"
+
+
+def headline_numbers(report: dict, name: str) -> dict:
+    """The three numbers of ``name``'s rows (None where the method has no such row):
+    ``recall@1`` ALL/ALL, ``worst_unseen`` (classifier on ALL, worst unseen variant) and
+    ``worst_family`` (a classifier on one family, worst other training family)."""
+    cls = report["classification"].get(name)
+    if cls is None and name == CONVERSION:     # its classifier is trained on ALL only
+        row = next((r for k, r in report["baselines"].items() if k.startswith("conversion")), None)
+        cls = {"ALL": row} if row else {}
+    cls = cls or {}
+    unseen = [v for a, v in cls.get("ALL", {}).items() if a in UNSEEN_ARCHITECTURES and v is not None]
+    fam = [v for tr, row in cls.items() if tr != "ALL" for te, v in row.items()
+           if te in TRAINING_ARCHITECTURES and te != tr and v is not None]
+    r1 = report["retrieval"].get(name, {}).get("ALL/ALL", {}).get("1")
+    return {"recall@1": r1, "worst_unseen": min(unseen) if unseen else None,
+            "worst_family": min(fam) if fam else None}
+
+
+def headline_table(report: dict) -> dict:
+    """``{method: headline_numbers}`` for every encoder and every baseline with retrieval rows."""
+    names = list(report["classification"]) + [n for n in report["retrieval"] if n not in report["classification"]]
+    return {n: headline_numbers(report, n) for n in names}
+
+
 def goals(report: dict) -> list[str]:
     out = []
+    # issue 9: the encoder must beat every simpler method by 5 points on each headline number
+    head = report.get("headline") or headline_table(report)
+    ours = head.get(MAIN)
+    if ours:
+        for base in (SAMPLED, NO_MESSAGE_PASSING, CONVERSION):
+            theirs = head.get(base)
+            if not theirs:
+                continue
+            cmp = [(k, ours[k], theirs[k]) for k in ours if ours[k] is not None and theirs[k] is not None]
+            ok = all(a >= b + 0.05 for _, a, b in cmp)
+            out.append(f"{MAIN} beats {base} by >= 5 points on every headline number: "
+                       + ", ".join(f"{k} {_pct(a)} vs {_pct(b)}" for k, a, b in cmp)
+                       + f" -> {'met' if ok else 'missed'}")
+        targets = {"recall@1": 0.95, "worst_unseen": 0.95, "worst_family": 0.90}
+        for k, t in targets.items():
+            if ours[k] is not None:
+                out.append(f"{MAIN} {k} >= {100 * t:.0f}%: {_pct(ours[k])}% -> {'met' if ours[k] >= t else 'missed'}")
+    paper = report["retrieval"].get(PAPER_GRAPH, {}).get("ALL/ALL", {}).get("1")
+    paper_all = report["classification"].get(PAPER_GRAPH, {}).get("ALL", {})
+    if paper is not None and paper_all:
+        fams = {a: paper_all[a] for a in TRAINING_ARCHITECTURES if a in paper_all}
+        ok = paper >= 0.10 and all(v >= 0.5 for v in fams.values())
+        out.append(f"the paper's graph and encoder (weights only) learn: recall@1 ALL/ALL {_pct(paper)}% (>= 10%), "
+                   "ALL classifier " + ", ".join(f"{a} {_pct(v)}" for a, v in fams.items())
+                   + f" (each >= 50%) -> {'met' if ok else 'missed'}")
     cls = report["classification"].get("L_R+C", {})
     allrow = cls.get("ALL", {})
     unseen = {a: v for a, v in allrow.items() if a in UNSEEN_ARCHITECTURES}
@@ -421,6 +531,7 @@ def main(argv=None) -> int:
     log(f"{len(recs)} radiance INRs, {n_classes} classes, {len(pairs)} training pairs")
 
     runs_to_do = {name: (loss, dict(paper_graph=False, encoder={})) for name, loss in LOSSES.items()}
+    runs_to_do[NO_MESSAGE_PASSING] = ("R+C", dict(paper_graph=False, encoder={"layers": 0}))
     if bp.ablation:
         runs_to_do.update({name: ("R+C", ab) for name, ab in ABLATIONS.items()})
     report = {"classification": {}, "retrieval": {}, "baselines": {}, "timing": {}, "training": {}}
@@ -437,9 +548,10 @@ def main(argv=None) -> int:
                                     "final": res.history[-1] if res.history else None}
         eval_recs = [PaperGraphRecord(r) for r in recs] if paper else recs
         z, s_per_inr = embed_records(res.encoder, eval_recs, args.device)
-        log(f"{name}: embedded {len(recs)} INRs at {s_per_inr * 1e3:.1f} ms/INR")
-        if name == "L_R+C":
-            report["timing"]["gmn_direct"] = s_per_inr
+        log(f"{name}: embedded {len(recs)} INRs at {s_per_inr * 1e3:.1f} ms/INR (graphs cached after the first run)")
+        if name in ("L_R+C", NO_MESSAGE_PASSING):
+            report["timing"]["gmn_direct" if name == "L_R+C" else name] = time_direct_embedding(
+                res.encoder, eval_recs, args.device)
         report["classification"][name], classifiers = classification_table(z, recs, n_classes, bp)
         classifiers_all[name] = classifiers["ALL"]
         report["retrieval"][name] = retrieval_table(z, recs)
@@ -449,9 +561,15 @@ def main(argv=None) -> int:
         log(f"{name}: classifier ALL -> " + ", ".join(f"{a} {_pct(v)}" for a, v in report["classification"][name].get("ALL", {}).items()))
 
     # the ALL classifier of L_R+C serves the distillation baseline
-    base, timing = baselines(recs, n_classes, bp, encoders["L_R+C"], classifiers_all["L_R+C"], args.device)
+    cls, ret, secs = sampled_outputs_baseline(recs, n_classes, bp)
+    report["classification"][SAMPLED], report["retrieval"][SAMPLED] = cls, ret
+    report["timing"][SAMPLED] = secs
+    base, timing, base_retrieval = baselines(recs, n_classes, bp, encoders["L_R+C"], classifiers_all["L_R+C"],
+                                             args.device)
     report["baselines"] = base
     report["timing"].update(timing)
+    report["retrieval"].update(base_retrieval)
+    report["headline"] = headline_table(report)
     report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,
                       "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "date": _dt.datetime.now().isoformat(timespec="seconds"), "zoo": str(store.root),

@@ -25,10 +25,10 @@ import torch
 
 from gmn_inr.embedder import Embedder
 from gmn_inr.encoder import GMNEncoder, batch_graphs
-from gmn_inr.fields import arch_spec_for, build_field
+from gmn_inr.fields import TRAINING_ARCHITECTURES, arch_spec_for, build_field
 from graphs import to_graph
 
-FAMILIES = ("MLP", "TRI", "HASH", "OCT")
+FAMILIES = TRAINING_ARCHITECTURES         # one training architecture per family; --plugin adds families
 
 
 def best_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -141,8 +141,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats and INRs")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="results/encoder_speed.json")
+    ap.add_argument("--plugin", action="append", default=[], help="a file or module registering families")
     args = ap.parse_args(argv)
-    from gmn_inr.train import tune_malloc
+    global FAMILIES
+    from gmn_inr.bench import tune_malloc
+    from gmn_inr.fields import architectures, load_plugins
+
+    load_plugins(args.plugin)
+    FAMILIES = architectures(training=True)
 
     tune_malloc()                                   # both variants run with the same allocator settings
     if args.threads:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unseen_arch import BENCH_PRESETS, ensure_zoo, embed_records, git_commit, log  # noqa: E402
+from gmn_inr.bench import BENCH_PRESETS, embed_records, ensure_zoo, git_commit, log, tune_malloc
 
 FUNCS = ("sdf", "udf", "occupancy")
 SETTINGS = {  # name -> (loss, unified decoder)
@@ -99,7 +98,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
     steps = args.steps or max(10, bp.steps // 2)
-    from gmn_inr.train import TrainConfig, train, tune_malloc
+    from gmn_inr.train import TrainConfig, train
     tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,7 @@
 """The headline benchmark: one encoder for every INR family, tested on architectures it never saw.
 
     python benchmarks/unseen_arch.py [--preset {tiny,cpu,paper}] [--zoo DIR] [--out DIR] [--device cpu]
+        [--plugin FILE.py] [--archs MLP,TRI,HASH,OCT]
 
 Builds (or reuses, resuming an interrupted build) the preset's INR zoo, trains the GMN encoder on
 ALL training architectures (MLP+TRI+HASH+OCT radiance fields) three times — L_R, L_R+C, L_C —
@@ -19,6 +20,9 @@ graph without probe features and output-neuron readout), then reports:
   worst unseen variant with the classifier on ALL, worst other family with a one-family
   classifier);
 - ``OUT/unseen_arch.json``, ``OUT/unseen_arch.md``, ``OUT/tsne.png``, ``OUT/retrieval.png``.
+
+``--archs`` names the training architectures (default: the built-in MLP, TRI, HASH, OCT); every
+other architecture the zoo holds, a ``--plugin`` family's included, is reported as unseen.
 """
 from __future__ import annotations
 
@@ -27,14 +31,15 @@ import datetime as _dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_sets, embed_records,  # noqa: F401
+                           ensure_zoo, family_labels, git_commit, log)
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
 
 LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
@@ -50,60 +55,10 @@ NO_MESSAGE_PASSING = "L_R+C, no message passing"
 #: the no-learning baseline: each INR's outputs at the probe points, asinh, flattened, cosine
 SAMPLED = "sampled outputs"
 CONVERSION = "conversion (voxel grid + 3D CNN)"
-FAMILY_ARCH = {"mlp": "MLP", "triplane": "TRI", "hashgrid": "HASH", "octree": "OCT"}
-
-
-@dataclass(frozen=True)
-class BenchPreset:
-    zoo: str                 #: zoo preset
-    encoder: str             #: encoder/decoder preset of gmn_inr.train
-    steps: int               #: training steps per loss (batch and lr: TrainConfig.for_preset)
-    classifier_epochs: int
-    classifier_hidden: tuple
-    conversion_res: int      #: voxel grid of the conversion baseline
-    baseline_epochs: int
-    distill_per_arch: int    #: unseen INRs distilled per variant
-    distill_steps: int
-    ablation: bool = True
-
-
-BENCH_PRESETS = {
-    "tiny": BenchPreset(zoo="tiny", encoder="tiny", steps=30, classifier_epochs=30,
-                        classifier_hidden=(64, 32, 16), conversion_res=8, baseline_epochs=10, distill_per_arch=2,
-                        distill_steps=30, ablation=True),
-    "cpu": BenchPreset(zoo="cpu", encoder="cpu", steps=400, classifier_epochs=150,
-                       classifier_hidden=(1024, 512, 256), conversion_res=16, baseline_epochs=40,
-                       distill_per_arch=4, distill_steps=300),
-    "paper": BenchPreset(zoo="paper", encoder="paper", steps=20000, classifier_epochs=150,
-                         classifier_hidden=(1024, 512, 256), conversion_res=32, baseline_epochs=100,
-                         distill_per_arch=50, distill_steps=2000),
-}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+FAMILY_ARCH = family_labels(TRAINING_ARCHITECTURES)   # main() resets these three from --archs / --plugin
 
 
 # -- data ------------------------------------------------------------------------------------
-def ensure_zoo(zoo_dir: Path, preset: str, reuse: bool = False):
-    """Open the zoo at ``zoo_dir``, building it first (or finishing an interrupted build).
-    ``reuse``: a directory that already holds a zoo is taken as it is, whatever its preset."""
-    from gmn_inr.zoo import open_store
-    from gmn_inr.zoo.store import MANIFEST
-
-    if reuse and (zoo_dir / MANIFEST).exists():
-        log(f"zoo {zoo_dir}: reusing as it is")
-        return open_store(zoo_dir)
-    from gmn_inr.zoo.build import build_zoo
-
-    # one single-threaded fitting process per core: batched fits use one core well (4 INR/s
-    # here with 2 workers against about 1 with one process)
-    workers = max(1, min(os.cpu_count() or 1, 8))
-    log(f"zoo {zoo_dir} (preset {preset}): building or resuming with {workers} worker processes")
-    build_zoo(zoo_dir, preset=preset, workers=workers)
-    return open_store(zoo_dir)
-
-
 class PaperGraphRecord:
     """A zoo record whose graph is the main paper's (graphs.transforms.paper_style)."""
 
@@ -119,20 +74,6 @@ class PaperGraphRecord:
             from graphs.transforms import paper_style
             self._graph = paper_style(self._rec.graph())
         return self._graph
-
-
-@torch.no_grad()
-def embed_records(encoder, records, device: str, batch: int = 16) -> tuple[torch.Tensor, float]:
-    """Embeddings ``[N, D]`` of ``records`` and the seconds per INR (graph conversion included)."""
-    from gmn_inr.encoder import batch_graphs
-
-    encoder = encoder.to(device).eval()
-    out = []
-    t = time.perf_counter()
-    for i in range(0, len(records), batch):
-        chunk = records[i:i + batch]
-        out.append(encoder(batch_graphs([r.graph() for r in chunk], device=device)).cpu())
-    return torch.cat(out), (time.perf_counter() - t) / max(1, len(records))
 
 
 @torch.no_grad()
@@ -296,7 +237,7 @@ def tsne_plot(embeddings: dict, recs, class_names, path: Path) -> None:
     from sklearn.manifold import TSNE
 
     idx = [i for i, r in enumerate(recs) if r.split == "test" and r.arch in TRAINING_ARCHITECTURES]
-    markers = {"mlp": "o", "triplane": "^", "hashgrid": "s", "octree": "D"}
+    markers = dict(zip(FAMILY_ARCH, "o^sDvP*Xh"))
     fig, axes = plt.subplots(1, len(embeddings), figsize=(6 * len(embeddings), 5.5))
     axes = [axes] if len(embeddings) == 1 else axes
     cmap = plt.get_cmap("tab20")
@@ -485,14 +426,6 @@ def goals(report: dict) -> list[str]:
     return out
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
@@ -505,7 +438,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: all cores; 1 when another job shares the machine)")
+    add_arch_arguments(ap)
     args = ap.parse_args(argv)
+    global TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES, FAMILY_ARCH
+    TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES = arch_sets(args)
+    FAMILY_ARCH = family_labels(TRAINING_ARCHITECTURES)
     t_start = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
     if args.steps:

@@ -5,18 +5,14 @@
 
 Both paths run the same :func:`gmn_inr.zoo.fit.fit_batch` code (same steps, points,
 optimiser and gate), the "single" path with batches of one object in a Python loop, so
-the difference is batching alone. REFERENCE.md measured that batching buys little on this
-2-core CPU (it is what makes a GPU worth it); this prints what it buys here.
+the difference is batching alone. Batching buys little on a 2-core CPU (docs/reference.md,
+"Batched fitting"; it is what makes a GPU worth it); this prints what it buys here.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None) -> int:
@@ -26,19 +22,23 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=768)
     ap.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"))
     ap.add_argument("--function", default="radiance", choices=("radiance", "sdf", "udf", "occupancy"))
-    ap.add_argument("--archs", default="MLP,TRI,HASH,OCT")
+    ap.add_argument("--archs", default=None, help="comma-separated architectures (default: every registered "
+                                                  "family's training architectures)")
+    ap.add_argument("--plugin", action="append", default=[], help="a file or module registering families")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = ap.parse_args(argv)
 
     import torch
 
-    from gmn_inr.fields import arch_spec_for, out_dim_of
-    from gmn_inr.zoo.cli import _set_up_cpu
+    from gmn_inr.bench import set_up_cpu
+    from gmn_inr.fields import architectures, arch_spec_for, load_plugins, out_dim_of
     from gmn_inr.zoo.fit import FitConfig, fit_batch, fit_one_at_a_time, prepare_samples
     from gmn_inr.zoo.shapes import CLASSES, make_shape
 
-    _set_up_cpu()
+    set_up_cpu()
+    load_plugins(args.plugin)
+    archs = args.archs.split(",") if args.archs else architectures(training=True)
     torch.set_num_threads(args.threads)
     cfg = FitConfig(steps=args.steps, points=args.points, pool=16384, surface=1024, gate_res=32, gate_view=24,
                     gate_view_samples=32)
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
           f"preset {args.preset}, {torch.get_num_threads()} threads")
     print(f"{'arch':8s} {'family':9s} {'batched INR/s':>14s} {'single INR/s':>13s} {'speed-up':>9s} "
           f"{'pass b/s':>9s}")
-    for arch in args.archs.split(","):
+    for arch in archs:
         spec = arch_spec_for(arch, out_dim_of(args.function), args.preset)
         t0 = time.perf_counter()
         rb = fit_batch(spec, args.function, samples, cfg)

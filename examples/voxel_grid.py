@@ -1,57 +1,93 @@
-"""Add an architecture gmn_inr does not know: a dense voxel-grid field, in one short file.
+"""Add an architecture family gmn_inr does not know: a dense voxel grid, in this one file.
 
-Run ``python examples/voxel_grid.py``: it defines the field, registers its converter and
-converts it, ready to embed. The converter reuses the package's builder and MLP part, so only
-the grid's own nodes and edges are written here; the MLP part also gives every neuron its
-probe features, from the field's ``grid_features`` (and ``encoding``, None here).
+``@register_family`` below is all the package needs: ``ArchSpec(family="voxel")`` validates and
+scales for the presets, ``build_field`` / ``load_field`` build it, ``to_graph`` converts it, the
+zoo fits it (its grid at the grid learning rate, through ``Field.grid_parameters()``), and its
+architectures ``VOX`` (training) and ``VOX-2L``, ``VOX-4R`` (unseen variants) can be named
+anywhere an architecture can::
+
+    gmn-inr --plugin examples/voxel_grid.py zoo build --preset tiny --out zoo_vox
+    gmn-inr --plugin examples/voxel_grid.py train zoo_vox --preset tiny --archs MLP,TRI,HASH,OCT,VOX --out runs/vox
+    python benchmarks/unseen_arch.py --plugin examples/voxel_grid.py --preset tiny --zoo zoo_vox
+
+The converter describes the grid in the generic roles every family shares (``graphs.cells``:
+a storage cell per voxel, with its position and level, feeding the channel nodes), so an
+encoder trained without this family already has trained weights for every node and edge of
+its graphs. The shared MLP part (``add_field_mlp``) adds the neurons and their probe features.
+Run ``python examples/voxel_grid.py`` to convert one.
 """
+from __future__ import annotations
+
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmn_inr.fields import MLP, MLPSpec
-from graphs import GraphBuilder, add_field_mlp, edge_features, layout as L, node_features, register_converter, to_graph
+from gmn_inr.fields import ArchSpec, Field, MLPSpec, SpecError, register_family
+from gmn_inr.fields.spec import PRESET_FACTOR
+from graphs import GraphBuilder, add_field_mlp, add_grid_channels, add_storage_cells, to_graph
 
 
-class VoxelGridField(nn.Module):
-    """``xyz [..., 3] -> [..., out_dim]``: trilinear features from a ``[C, R, R, R]`` grid, then an MLP."""
+@dataclass(frozen=True)
+class VoxelSpec:
+    """A dense ``[C, R, R, R]`` grid, trilinear with ``align_corners=True`` (values at the corners)."""
 
-    encoding = None            # no frequency encoding next to the grid features
+    resolution: int = 8
+    channels: int = 4
 
-    def __init__(self, resolution: int = 8, channels: int = 4, out_dim: int = 1):
-        super().__init__()
-        self.grid = nn.Parameter(torch.randn(channels, resolution, resolution, resolution) * 0.1)
-        self.mlp = MLP(channels, out_dim, MLPSpec(hidden_layers=2, hidden_dim=32, bias=True))
+    def validate(self) -> None:
+        if self.resolution < 2 or self.channels < 1:
+            raise SpecError(f"VoxelSpec needs resolution >= 2 and channels >= 1, got {self}")
 
-    def grid_features(self, xyz):
-        """``xyz [..., 3] -> [..., C]``."""
-        g = xyz.reshape(1, -1, 1, 1, 3)  # grid_sample wants (x, y, z) -> (W, H, D)
-        feats = F.grid_sample(self.grid[None], g, align_corners=True)[0, :, :, 0, 0].t()
-        return feats.reshape(*xyz.shape[:-1], -1)
+    @property
+    def feature_dim(self) -> int:           # what the grid hands the MLP
+        return self.channels
 
-    def forward(self, xyz):
-        return self.mlp(self.grid_features(xyz))
+    def scaled(self, preset: str) -> "VoxelSpec":
+        return dataclasses.replace(self, resolution=max(4, self.resolution // PRESET_FACTOR[preset]))
 
 
-@register_converter(VoxelGridField)
-def voxel_grid_to_graph(field: VoxelGridField):
-    """A node per voxel (with its position), a node per channel, one edge per stored value."""
+def _mlp(**kw) -> MLPSpec:
+    return MLPSpec(**{"hidden_layers": 2, "hidden_dim": 32, "bias": True, **kw})
+
+
+def voxel_grid_to_graph(field: "VoxelGridField"):
+    """A storage cell per voxel (its position and level), a node per channel, one edge per value."""
     C, R = field.grid.shape[:2]
     b = GraphBuilder()
     ax = torch.linspace(-1, 1, R)
-    # grid[c, d, h, w] sits at (x, y, z) = (w, h, d)
-    d, h, w = torch.meshgrid(ax, ax, ax, indexing="ij")
+    d, h, w = torch.meshgrid(ax, ax, ax, indexing="ij")      # grid[c, d, h, w] sits at (x, y, z) = (w, h, d)
     pos = torch.stack([w, h, d], -1).reshape(-1, 3)
-    voxels = b.add_nodes(node_features(R ** 3, L.NodeType.VOXEL_CELL, layer=-1, pos=pos, level=math.log2(R)))
-    chans = b.add_nodes(node_features(C, L.NodeType.GRID_CHANNEL, layer=0, level=math.log2(R)))
-    cell = torch.arange(R ** 3).repeat(C)              # grid.flatten() is channel-major
-    chan = torch.arange(C).repeat_interleave(R ** 3)
-    b.add_edges(voxels[cell], chans[chan], edge_features(field.grid.reshape(-1), L.EdgeType.VOXEL, pos=pos[cell],
-                                                           level=math.log2(R)))
+    chans = add_grid_channels(b, C)
+    add_storage_cells(b, chans, field.grid.reshape(C, -1).t(), pos, level=math.log2(R - 1))
     add_field_mlp(b, field, chans)
-    return b.build(name="VoxelGrid")
+    return b.build(field.spec, field.spec.name or "VoxelGrid")
+
+
+@register_family("voxel", grid=VoxelSpec, converter=voxel_grid_to_graph, training=("VOX",), archs={
+    "VOX": dict(mlp=_mlp(), grid=VoxelSpec()),
+    "VOX-2L": dict(mlp=_mlp(hidden_layers=1), grid=VoxelSpec()),
+    "VOX-4R": dict(mlp=_mlp(), grid=VoxelSpec(resolution=4)),
+})
+class VoxelGridField(Field):
+    """``xyz [..., 3] -> [..., out_dim]``: trilinear features from ``grid [C, R, R, R]``, then the MLP."""
+
+    def __init__(self, spec: ArchSpec | None = None, resolution: int = 8, channels: int = 4, out_dim: int = 1):
+        spec = spec or ArchSpec(family="voxel", out_dim=out_dim, mlp=_mlp(),
+                                grid=VoxelSpec(resolution, channels), name="VOX")
+        super().__init__(spec)
+        g = spec.grid
+        self.grid_dim = g.channels
+        self.grid = nn.Parameter(torch.randn(g.channels, g.resolution, g.resolution, g.resolution) * 0.1)
+
+    def grid_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """``xyz [..., 3] -> [..., C]``."""
+        pts = xyz.reshape(1, -1, 1, 1, 3)                     # grid_sample reads (x, y, z) as (W, H, D)
+        feats = F.grid_sample(self.grid[None], pts, align_corners=True)[0, :, :, 0, 0].t()
+        return feats.reshape(*xyz.shape[:-1], -1)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmn_inr.fields import ArchSpec, build_field
+from gmn_inr.fields import ArchSpec, build_field, cell_centres
 from gmn_inr.tasks import SupervisedConfig, fit_supervised
 
 
@@ -53,8 +51,7 @@ def sample_grid(field: nn.Module, res: int = 16, function: str = "radiance") -> 
     ``1 - exp(-sigma)``); implicit functions: the raw value (C=1), sdf/udf clamped to [-1, 1]."""
     from gmn_inr.fields.activations import radiance_from_raw
 
-    c = (torch.arange(res, dtype=torch.float32) + 0.5) / res * 2 - 1
-    xyz = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+    xyz = cell_centres(res)                                   # [res^3, 3], x slowest
     raw = field(xyz)
     if function == "radiance":
         rgb, sigma = radiance_from_raw(raw)
@@ -139,7 +136,3 @@ def distill(teacher: nn.Module, student_spec: ArchSpec, steps: int = 300, n_poin
 
 def class_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred == labels).float().mean()) if labels.numel() else float("nan")
-
-
-def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(list(tensors)) if len(tensors) else torch.zeros(0)

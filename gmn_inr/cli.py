@@ -2,7 +2,9 @@
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
 they are imported only when chosen, so ``gmn-inr --help`` stays fast (torch and
-torch_geometric cost seconds to import).
+torch_geometric cost seconds to import). ``gmn-inr --plugin FILE.py|MODULE COMMAND ...``
+(repeatable) first imports a file or module that registers architecture families
+(:func:`gmn_inr.fields.register_family`), so every command knows them.
 """
 from __future__ import annotations
 
@@ -14,14 +16,27 @@ import sys
 SUBCOMMANDS = {
     "demo": ("gmn_inr.demo", "convert one INR of each family and print the parameter graphs' sizes"),
     "zoo": ("gmn_inr.zoo.cli", "build, inspect and show an INR zoo"),
-    "train": ("gmn_inr.train", "train the graph meta-network encoder"),
+    "train": ("gmn_inr.training.cli", "train the graph meta-network encoder"),
     "embed": ("gmn_inr.embedder", "embed every INR of a store with a trained encoder"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="gmn-inr", description="Embeddings of implicit neural representations of any architecture.")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plugins = []
+    while argv and (argv[0] == "--plugin" or argv[0].startswith("--plugin=")):
+        if argv[0] == "--plugin":
+            if len(argv) < 2:
+                print("gmn-inr: error: --plugin needs a file or module", file=sys.stderr)
+                return 2
+            plugins.append(argv[1])
+            argv = argv[2:]
+        else:
+            plugins.append(argv[0].split("=", 1)[1])
+            argv = argv[1:]
+    parser = argparse.ArgumentParser(prog="gmn-inr", description="Embeddings of implicit neural representations of any architecture.",
+                                     epilog="--plugin FILE.py|MODULE (before COMMAND, repeatable): import a file or "
+                                            "module that registers architecture families first")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -31,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in SUBCOMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}")
+    if plugins:
+        from gmn_inr.fields import load_plugins
+
+        load_plugins(plugins)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     sub_parser = argparse.ArgumentParser(prog=f"gmn-inr {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)

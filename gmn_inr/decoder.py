@@ -8,7 +8,7 @@ paper) -> 4 hidden layers of width ``W`` with ReLU; a skip maps the input throug
 CPU saving that changes nothing numerically: the first layer and the skip see the input
 ``[z; PE(x)]``, and ``W [z; p] = W_z z + W_p p``. ``W_z z`` is the same for every query point of a
 shape, so it is computed once per shape (``[B, W]``) and broadcast over its points instead of once
-per point (REFERENCE.md: 434 -> 293 ms at width 1024, 65 -> 22 ms at 256).
+per point (docs/reference.md, "Decoder cost": 434 -> 293 ms at width 1024, 65 -> 22 ms at 256).
 """
 from __future__ import annotations
 

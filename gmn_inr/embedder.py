@@ -17,6 +17,9 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from gmn_inr.atomic import atomic_write_bytes
+from gmn_inr.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_state_strict,
+                                read_checkpoint)
 from gmn_inr.encoder import GMNEncoder, batch_graphs
 
 
@@ -64,8 +67,7 @@ class Embedder:
                         batch_size: int = 16) -> "Embedder":
         """Load the encoder of a training checkpoint (``gmn-inr train --out DIR``: the directory or
         its ``checkpoint.safetensors``) or of :meth:`save`. Raises
-        :class:`~gmn_inr.train.CheckpointError` naming the problem for foreign or mis-shaped files."""
-        from gmn_inr.train import CheckpointError, load_state_strict, read_checkpoint
+        :class:`~gmn_inr.checkpoint.CheckpointError` naming the problem for foreign or mis-shaped files."""
 
         meta, tensors = read_checkpoint(path)
         try:
@@ -83,15 +85,13 @@ class Embedder:
         """Write an encoder-only checkpoint that :meth:`from_checkpoint` reads (atomically)."""
         from safetensors.torch import save
 
-        from gmn_inr.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _atomic_write_bytes
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"model/encoder.{k}": v.detach().cpu().contiguous().clone()
                    for k, v in self.encoder.state_dict().items()}
         meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": "0",
                 "encoder": json.dumps(asdict(self.encoder.config))}
-        _atomic_write_bytes(path, save(tensors, metadata=meta))
+        atomic_write_bytes(path, save(tensors, metadata=meta))
         return path
 
     @torch.no_grad()
@@ -130,12 +130,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save
 
-    from gmn_inr.train import _atomic_write_bytes
     from gmn_inr.zoo import open_store
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from gmn_inr.train import CheckpointError
-
     try:
         emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size)
     except CheckpointError as exc:
@@ -151,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                                                    "class_name", "path")} for r in records]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out, save({"embeddings": z.contiguous(), "labels": labels},
+    atomic_write_bytes(out, save({"embeddings": z.contiguous(), "labels": labels},
                                   metadata={"records": json.dumps(info), "checkpoint": str(args.checkpoint)}))
     print(f"wrote {tuple(z.shape)} embeddings of {len(records)} INRs to {out}")
     return 0

@@ -1,7 +1,7 @@
 """The Graph Meta-Network encoder: parameter graph(s) -> one embedding per graph.
 
-Lim et al.'s edge-updating message passing network (``EdgeMPNNDiT``, REFERENCE.md), as used by
-the main paper (appendix B): a pre-encoder of node and edge features, ``L`` residual blocks that
+Lim et al.'s edge-updating message passing network (``EdgeMPNNDiT``; docs/reference.md, "The
+graph meta-network block"), as used by the main paper (appendix B): a pre-encoder of node and edge features, ``L`` residual blocks that
 update every directed edge from (source node, target node, edge) and every node from the mean of
 its incoming messages, then ``ReLU(Linear(edge features))`` mean-pooled over each graph's edges.
 
@@ -37,6 +37,7 @@ from torch import nn
 
 from graphs.layout import (E_LAYER, E_LEVEL, E_TYPE, E_VALUE, EDGE_DIM, LAYER_SCALE, LEVEL_SCALE, N_OUT, N_TYPE,
                            NODE_DIM, NUM_EDGE_TYPES, NUM_NODE_TYPES, OUT_SCALE, NodeType)
+from graphs.graph import batch_graphs  # noqa: F401  (one batching function; importable from here too)
 from graphs.probe import NUM_PROBES
 
 _NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
@@ -417,21 +418,3 @@ class GMNEncoder(nn.Module):
         for i, blk in enumerate(self.blocks):
             plain.blocks[i] = ConcatGMNLayer.from_efficient(blk)
         return plain.to(next(self.parameters()).device)
-
-
-def batch_graphs(graphs: Iterable[Any], device: Optional[torch.device | str] = None):
-    """Parameter graphs (or PyG ``Data``) -> one torch_geometric ``Batch`` on ``device``."""
-    from torch_geometric.data import Batch, Data   # imported here: torch_geometric is slow to import
-
-    data = []
-    for g in graphs:
-        if isinstance(g, Data):
-            data.append(g)
-        elif hasattr(g, "to_pyg"):
-            data.append(g.to_pyg())
-        else:
-            raise TypeError(f"expected a ParameterGraph or torch_geometric Data, got {type(g).__name__}")
-    if not data:
-        raise ValueError("batch_graphs needs at least one graph")
-    b = Batch.from_data_list(data)
-    return b.to(device) if device is not None else b

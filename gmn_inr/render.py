@@ -11,7 +11,7 @@ Conventions
 * Volume rendering is the usual quadrature: ``alpha_i = 1 - exp(-sigma_i delta_i)``,
   ``T_i = prod_{k<i} (1 - alpha_k)``, ``w_i = T_i alpha_i``, ``C = sum w_i c_i + (1 - sum w_i) bg``.
 
-nerfacc's packed renderer needs CUDA (REFERENCE.md), and these few lines are all that is needed,
+nerfacc's packed renderer needs CUDA (docs/reference.md, "Volume rendering on CPU"), and these few lines are all that is needed,
 so they are owned here. Everything is vectorised over leading batch dimensions: rays may be
 ``[R, 3]`` or ``[B, R, 3]`` (one set of rays per INR of a batch).
 """

@@ -2,8 +2,8 @@
 every converter uses to assemble one."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
 
 import torch
 
@@ -38,7 +38,6 @@ class ParameterGraph:
     edge_attr: torch.Tensor
     spec: Any = None
     name: str = ""
-    meta: dict = field(default_factory=dict)
     probe: Optional[torch.Tensor] = None
     probe_index: Optional[torch.Tensor] = None
 
@@ -208,3 +207,22 @@ class GraphBuilder:
             probe_index, order = torch.sort(ids)
             probe = torch.cat(self._probe)[order]
         return ParameterGraph(x, ei, ea, spec=spec, name=name, probe=probe, probe_index=probe_index)
+
+
+def batch_graphs(graphs: Iterable[Any], device: Optional[torch.device | str] = None):
+    """Parameter graphs (or PyG ``Data``) -> one torch_geometric ``Batch`` on ``device``: the one place graphs
+    are batched (the encoder, the training loop, the zoo's datasets and the embedder all call it)."""
+    from torch_geometric.data import Batch, Data   # imported here: torch_geometric is slow to import
+
+    data = []
+    for g in graphs:
+        if isinstance(g, Data):
+            data.append(g)
+        elif hasattr(g, "to_pyg"):
+            data.append(g.to_pyg())
+        else:
+            raise TypeError(f"expected a ParameterGraph or torch_geometric Data, got {type(g).__name__}")
+    if not data:
+        raise ValueError("batch_graphs needs at least one graph")
+    b = Batch.from_data_list(data)
+    return b.to(device) if device is not None else b

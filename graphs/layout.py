@@ -49,9 +49,23 @@ col    name          meaning
 Edges are directed from the input side to the output side: a weight ``W[o, i]``
 of a linear layer is the edge ``i -> o``; a grid storage node points to its
 channel nodes, which are inputs of the MLP.
+
+Roles for new families
+======================
+A converter of a new family describes its nodes by :data:`NODE_ROLES` and its edges by
+:data:`EDGE_ROLES` (through :func:`node_type` / :func:`edge_type`, or the helpers of
+:mod:`graphs.cells`), never by a raw code: every role maps to a code the built-in families
+already emit, so an encoder trained without the new family has trained embedding rows for
+every node and edge of its graph. The generic grid storage role ``"cell"`` is the octree
+vertex's: a stored feature vector at a 3D position and a resolution level, interpolated
+into the grid's channels (a dense voxel grid read with ``align_corners=True`` is exactly a
+one-LOD octree with every voxel occupied). A family that truly needs a role no built-in
+family has asks :func:`new_node_type` / :func:`new_edge_type` for a free code, knowing
+that no trained checkpoint has learned it.
 """
 from __future__ import annotations
 
+import warnings
 from enum import IntEnum
 
 NODE_DIM = 10
@@ -85,8 +99,7 @@ class NodeType(IntEnum):
     PLANE_CELL = 5
     HASH_ENTRY_DENSE = 6
     HASH_ENTRY_HASHED = 7
-    OCTREE_VERTEX = 8
-    VOXEL_CELL = 9     #: spare code for user grids (dense voxel grids, K-planes, ...)
+    OCTREE_VERTEX = 8  #: also the generic grid storage cell of new families (role "cell")
 
 
 class EdgeType(IntEnum):
@@ -94,9 +107,66 @@ class EdgeType(IntEnum):
     BIAS = 1
     PLANE = 2
     HASH = 3
-    OCTREE = 4
-    VOXEL = 5
+    OCTREE = 4         #: also the generic "cell -> channel" edge of new families
 
 
 NUM_NODE_TYPES = 16
 NUM_EDGE_TYPES = 16
+
+#: generic node roles shared by every family -> the code a converter writes
+NODE_ROLES = {
+    "input": NodeType.INPUT,          # an MLP input fed by the coordinates (raw or encoded)
+    "hidden": NodeType.HIDDEN,
+    "output": NodeType.OUTPUT,
+    "bias": NodeType.BIAS,
+    "channel": NodeType.GRID_CHANNEL,  # a grid channel: an MLP input
+    "cell": NodeType.OCTREE_VERTEX,    # grid storage: position, level, feeds channels
+}
+#: generic edge roles -> code
+EDGE_ROLES = {"weight": EdgeType.WEIGHT, "bias": EdgeType.BIAS, "cell": EdgeType.OCTREE}
+
+_extra_node_types: dict[str, int] = {}
+_extra_edge_types: dict[str, int] = {}
+
+
+def node_type(role: str) -> int:
+    """The node-type code of a generic role (:data:`NODE_ROLES`) or of one handed out by
+    :func:`new_node_type`."""
+    if role in NODE_ROLES:
+        return int(NODE_ROLES[role])
+    if role in _extra_node_types:
+        return _extra_node_types[role]
+    raise KeyError(f"unknown node role {role!r}; generic roles: {', '.join(NODE_ROLES)}")
+
+
+def edge_type(role: str) -> int:
+    """The edge-type code of a generic role (:data:`EDGE_ROLES`) or of :func:`new_edge_type`."""
+    if role in EDGE_ROLES:
+        return int(EDGE_ROLES[role])
+    if role in _extra_edge_types:
+        return _extra_edge_types[role]
+    raise KeyError(f"unknown edge role {role!r}; generic roles: {', '.join(EDGE_ROLES)}")
+
+
+def _new_code(name: str, table: dict, used: set, limit: int, what: str) -> int:
+    if name in table:
+        return table[name]
+    free = [c for c in range(limit) if c not in used and c not in table.values()]
+    if not free:
+        raise RuntimeError(f"all {limit} {what} codes are taken")
+    warnings.warn(f"{what} {name!r} gets the new code {free[0]}: no trained checkpoint has learned it, so an "
+                  f"encoder must be trained on graphs that use it (a generic role needs no retraining)",
+                  stacklevel=3)
+    table[name] = free[0]
+    return free[0]
+
+
+def new_node_type(name: str) -> int:
+    """A node-type code no family uses yet, for a role the generic ones cannot describe (the same
+    name always gets the same code in a process). Warns: no checkpoint has trained it."""
+    return _new_code(name, _extra_node_types, {int(t) for t in NodeType}, NUM_NODE_TYPES, "node type")
+
+
+def new_edge_type(name: str) -> int:
+    """An edge-type code no family uses yet (see :func:`new_node_type`)."""
+    return _new_code(name, _extra_edge_types, {int(t) for t in EdgeType}, NUM_EDGE_TYPES, "edge type")

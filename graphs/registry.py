@@ -57,11 +57,17 @@ def _load_entry_points() -> None:
 
 
 def find_converter(module: nn.Module) -> Converter:
-    """The converter of ``type(module)`` or of its nearest registered base class."""
+    """The converter of ``type(module)`` or of its nearest registered base class: one registered
+    here, or the ``converter=`` of the field's family (:func:`gmn_inr.fields.register_family`)."""
+    from gmn_inr.fields.registry import family_of_field_type
+
     for attempt in range(2):
         for cls in type(module).__mro__:
             if cls in _CONVERTERS:
                 return _CONVERTERS[cls]
+        fam = family_of_field_type(type(module))
+        if fam is not None and fam.converter is not None:
+            return fam.converter
         if attempt == 0:
             _load_entry_points()
     t = type(module)

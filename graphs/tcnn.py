@@ -24,15 +24,7 @@ def tcnn_to_graph(params: torch.Tensor, config: dict | str, n_output_dims: int =
 
 def hash_encoding_from_tcnn(params: torch.Tensor, encoding_config: dict) -> HashGridEncoding:
     """A :class:`HashGridEncoding` holding a ``tcnn.Encoding``'s flat ``params``."""
-    otype = encoding_config.get("otype", "HashGrid")
-    if otype not in ("HashGrid", "Grid") or (otype == "Grid" and encoding_config.get("type", "Hash") != "Hash"):
-        raise SpecError(f"only hash-grid encodings are supported, got {encoding_config!r}")
-    spec = HashGridSpec(n_levels=int(encoding_config.get("n_levels", 16)),
-                        features_per_level=int(encoding_config.get("n_features_per_level", 2)),
-                        log2_hashmap_size=int(encoding_config.get("log2_hashmap_size", 19)),
-                        base_resolution=int(encoding_config.get("base_resolution", 16)),
-                        per_level_scale=float(encoding_config.get("per_level_scale", 2.0)))
-    enc = HashGridEncoding(spec)
+    enc = HashGridEncoding(HashGridSpec.from_tcnn(encoding_config))
     params = torch.as_tensor(params).detach().float().reshape(-1)
     if params.numel() != enc.params.numel():
         raise SpecError(f"tcnn encoding params have {params.numel()} values, the config implies {enc.params.numel()}")

@@ -11,7 +11,7 @@ from gmn_inr.fields.spec import SpecError
 
 
 def tcnn_hash_grid_numpy(params: np.ndarray, x: np.ndarray, n_levels, F, log2T, base, pls) -> np.ndarray:
-    """tiny-cuda-nn's HashGrid forward, transcribed from its formulas (REFERENCE.md) one point,
+    """tiny-cuda-nn's HashGrid forward, transcribed from its formulas (docs/reference.md, "tiny-cuda-nn's hash grid") one point,
     one level, one corner at a time in uint32 arithmetic."""
     primes = [np.uint32(1), np.uint32(2654435761), np.uint32(805459861)]
     out = np.zeros((x.shape[0], n_levels * F), np.float32)

@@ -9,7 +9,7 @@ from gmn_inr.losses import (LossWeights, SigLIP, combine, convert_target, implic
 
 
 def _siglip_by_hand(u, v, t, b):
-    """DESIGN.md's formula written out term by term:
+    """The SigLIP formula (docs/reference.md, "SigLIP") written out term by term:
     L = -1/|B| sum_j sum_k log sigmoid(l_jk (exp(t) u_j . v_k + b)), l_jj = 1 else -1."""
     n = u.shape[0]
     total = 0.0

@@ -1,6 +1,8 @@
 """What every reference field shares: a spec, an optional frequency encoding, one MLP."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -9,14 +11,26 @@ from .mlp import MLP
 from .spec import ArchSpec
 
 
+def cell_centres(res: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
+    """Centres of the cells of a ``res^3`` grid over ``[lo, hi]^3``: ``[res^3, 3]``, index order
+    ``[x, y, z]`` (x slowest). The one such grid of the package (octree voxels, the zoo's gate,
+    the conversion baseline)."""
+    c = (torch.arange(res, dtype=torch.float32) + 0.5) / res * (hi - lo) + lo
+    return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
 class Field(nn.Module):
     """``xyz [..., 3] in [-1,1] -> raw [..., out_dim]``: ``mlp(cat(grid_features(xyz), encoding(xyz)))``.
 
-    Subclasses implement :meth:`grid_features` (``[..., C]``) and set ``grid_dim``.
+    Subclasses implement :meth:`grid_features` (``[..., C]``) and set ``grid_dim``; the
+    family registry (:func:`~gmn_inr.fields.registry.register_family`) sets ``family``.
     """
 
     family: str = ""
     grid_dim: int = 0
+    #: True when a field's storage depends on the object (an octree's occupied voxels): built
+    #: with ``occupancy=``, reloaded with ``from_state_dict``
+    sparse: bool = False
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
@@ -28,6 +42,12 @@ class Field(nn.Module):
 
     def grid_features(self, xyz: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def grid_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of the grid's storage: every parameter outside the MLP and the
+        encoding. The zoo fits these at the grid learning rate, the rest at the MLP's."""
+        skip = ("mlp.", "encoding.")
+        return ((n, p) for n, p in self.named_parameters() if not n.startswith(skip))
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         if xyz.shape[-1] != 3:

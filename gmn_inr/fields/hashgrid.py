@@ -1,6 +1,6 @@
 """Multiresolution hash grid with tiny-cuda-nn's exact math and flat parameter layout.
 
-Facts from tiny-cuda-nn (REFERENCE.md): level scale ``exp2(l * log2(s)) * base - 1`` in
+Facts from tiny-cuda-nn (docs/reference.md, "tiny-cuda-nn's hash grid"): level scale ``exp2(l * log2(s)) * base - 1`` in
 float32, resolution ``ceil(scale) + 1``, position ``scale * x + 0.5`` for x in [0, 1], table
 size ``min(next_multiple(res^3, 8), 2^log2T)``, a level is dense (index ``x + y*res + z*res^2``)
 iff ``res^3 <= size`` else hashed with the coherent-prime XOR hash, parameters flat in
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from .base import Field
-from .spec import ArchSpec, HashGridSpec, MLPSpec, SpecError, default_spec
+from .registry import register_family
+from .spec import ArchSpec, HashGridSpec, MLPSpec, SpecError, default_spec, relu_mlp
 
 PRIMES = (1, 2654435761, 805459861)
 _U32 = 0xFFFFFFFF
@@ -109,6 +110,17 @@ class HashGridEncoding(nn.Module):
         return out.permute(1, 0, 2).reshape(*lead, self.out_dim)
 
 
+#: Table 7's HASH and its unseen variants
+ARCHS = {
+    "HASH": dict(mlp=relu_mlp(), grid=HashGridSpec()),
+    "HASH-2L": dict(mlp=relu_mlp(hidden_layers=2), grid=HashGridSpec()),
+    "HASH-32H": dict(mlp=relu_mlp(hidden_dim=32), grid=HashGridSpec()),
+    "HASH-3N": dict(mlp=relu_mlp(), grid=HashGridSpec(n_levels=3)),
+    "HASH-11T": dict(mlp=relu_mlp(), grid=HashGridSpec(log2_hashmap_size=11)),
+}
+
+
+@register_family("hashgrid", grid=HashGridSpec, archs=ARCHS, training=("HASH",))
 class HashGridField(Field):
     """Hash grid on ``(xyz + 1) / 2`` -> MLP of the level features only (Instant-NGP).
     Default: the main paper's HASH (4 levels, 2^12 entries, 2 features, resolution 16 -> 128,
@@ -140,15 +152,10 @@ class HashGridField(Field):
             enc, net = cfg["encoding"], cfg["network"]
         except KeyError as exc:
             raise SpecError(f"tcnn config needs 'encoding' and 'network' entries, missing {exc}") from None
-        if enc.get("otype", "HashGrid") not in ("HashGrid", "Grid"):
-            raise SpecError(f"only HashGrid encodings convert to HashGridField, got otype={enc.get('otype')!r}")
         act = str(net.get("activation", "ReLU")).lower()
         if act not in ("relu", "sine"):
             raise SpecError(f"tcnn network activation {net.get('activation')!r} is not supported (ReLU, Sine)")
-        grid = HashGridSpec(n_levels=int(enc.get("n_levels", 16)), features_per_level=int(enc.get("n_features_per_level", 2)),
-                            log2_hashmap_size=int(enc.get("log2_hashmap_size", 19)),
-                            base_resolution=int(enc.get("base_resolution", 16)),
-                            per_level_scale=float(enc.get("per_level_scale", 2.0)))
+        grid = HashGridSpec.from_tcnn(enc)
         mlp = MLPSpec(hidden_layers=int(net.get("n_hidden_layers", 2)), hidden_dim=int(net.get("n_neurons", 64)),
                       activation=act, bias=False)
         spec = ArchSpec(family="hashgrid", out_dim=n_output_dims, mlp=mlp, grid=grid, name=cfg.get("name", "tcnn-hash"))

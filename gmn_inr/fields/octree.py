@@ -7,17 +7,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Field
+from .base import Field, cell_centres
 from .hashgrid import CORNERS
-from .spec import ArchSpec, default_spec
+from .registry import register_family
+from .spec import RAW_XYZ, ArchSpec, OctreeSpec, default_spec, relu_bias_mlp
 
 Occupancy = Union[None, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
 def voxel_centres(res: int) -> torch.Tensor:
     """Centres ``[res^3, 3]`` in [-1,1] of a ``res^3`` voxel grid, index order ``[x, y, z]``."""
-    c = (torch.arange(res, dtype=torch.float32) + 0.5) / res * 2 - 1
-    return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+    return cell_centres(res)
 
 
 def occupancy_pyramid(occupancy: Occupancy, lods: tuple[int, ...]) -> list[torch.Tensor]:
@@ -50,6 +50,17 @@ def corner_vertices(occ: torch.Tensor) -> torch.Tensor:
     return torch.stack([lin % n, (lin // n) % n, lin // (n * n)], -1)
 
 
+#: the octree family (ours, NGLOD-style) and its unseen variants
+ARCHS = {
+    "OCT": dict(mlp=relu_bias_mlp(), encoding=RAW_XYZ, grid=OctreeSpec()),
+    "OCT-2L": dict(mlp=relu_bias_mlp(hidden_layers=2), encoding=RAW_XYZ, grid=OctreeSpec()),
+    "OCT-32H": dict(mlp=relu_bias_mlp(hidden_dim=32), encoding=RAW_XYZ, grid=OctreeSpec()),
+    "OCT-2LOD": dict(mlp=relu_bias_mlp(), encoding=RAW_XYZ, grid=OctreeSpec(n_lods=2)),
+    "OCT-4C": dict(mlp=relu_bias_mlp(), encoding=RAW_XYZ, grid=OctreeSpec(channels=4)),
+}
+
+
+@register_family("octree", grid=OctreeSpec, archs=ARCHS, training=("OCT",))
 class OctreeField(Field):
     """Sparse octree of LODs ``base_lod .. base_lod + n_lods - 1`` (``2^lod`` voxels per axis).
 
@@ -66,6 +77,8 @@ class OctreeField(Field):
     """
 
     family = "octree"
+    #: sparse per object: built from an occupancy, fitted by padding (gmn_inr.zoo.batch)
+    sparse = True
 
     def __init__(self, spec: ArchSpec | None = None, occupancy: Occupancy = None,
                  vertices: Optional[list[torch.Tensor]] = None):

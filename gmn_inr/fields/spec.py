@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-FAMILIES = ("mlp", "triplane", "hashgrid", "octree")
+from . import registry
+
 ACTIVATION_NAMES = ("relu", "sine")
 
 
@@ -75,6 +76,14 @@ class TriplaneSpec:
     resolution: int = 32
     channels: int = 16
 
+    @property
+    def feature_dim(self) -> int:
+        return self.channels
+
+    def scaled(self, preset: str) -> "TriplaneSpec":
+        k = PRESET_FACTOR[preset]
+        return TriplaneSpec(resolution=max(4, self.resolution // k), channels=max(2, self.channels // 2))
+
     def validate(self) -> None:
         if self.resolution < 2:
             raise SpecError(f"TriplaneSpec.resolution must be >= 2, got {self.resolution}")
@@ -84,13 +93,35 @@ class TriplaneSpec:
 
 @dataclass(frozen=True)
 class HashGridSpec:
-    """tiny-cuda-nn's multiresolution hash grid (REFERENCE.md)."""
+    """tiny-cuda-nn's multiresolution hash grid (docs/reference.md, "tiny-cuda-nn's hash grid")."""
 
     n_levels: int = 4
     features_per_level: int = 2
     log2_hashmap_size: int = 12
     base_resolution: int = 16
     per_level_scale: float = 2.0
+
+    @property
+    def feature_dim(self) -> int:
+        return self.n_levels * self.features_per_level
+
+    def scaled(self, preset: str) -> "HashGridSpec":
+        k = PRESET_FACTOR[preset]
+        return dataclasses.replace(self, log2_hashmap_size=self.log2_hashmap_size - k,
+                                   base_resolution=max(4, self.base_resolution // k))
+
+    @classmethod
+    def from_tcnn(cls, config: dict) -> "HashGridSpec":
+        """The spec of a tiny-cuda-nn encoding config (``{"otype": "HashGrid", "n_levels": ...}``)
+        with tcnn's defaults for the keys it leaves out."""
+        otype = config.get("otype", "HashGrid")
+        if otype not in ("HashGrid", "Grid") or (otype == "Grid" and config.get("type", "Hash") != "Hash"):
+            raise SpecError(f"only hash-grid encodings are supported, got {config!r}")
+        return cls(n_levels=int(config.get("n_levels", 16)),
+                   features_per_level=int(config.get("n_features_per_level", 2)),
+                   log2_hashmap_size=int(config.get("log2_hashmap_size", 19)),
+                   base_resolution=int(config.get("base_resolution", 16)),
+                   per_level_scale=float(config.get("per_level_scale", 2.0)))
 
     def validate(self) -> None:
         if not 1 <= self.n_levels <= 32:
@@ -126,8 +157,20 @@ class OctreeSpec:
     def lods(self) -> tuple[int, ...]:
         return tuple(range(self.base_lod, self.base_lod + self.n_lods))
 
+    @property
+    def feature_dim(self) -> int:
+        return self.channels
 
-_GRID_TYPES = {"triplane": TriplaneSpec, "hashgrid": HashGridSpec, "octree": OctreeSpec}
+    def scaled(self, preset: str) -> "OctreeSpec":
+        # a coarser base LOD at tiny; cpu keeps the LODs (an octree is already small)
+        return dataclasses.replace(self, base_lod=1) if preset == "tiny" else self
+
+
+def _family(name: str) -> "registry.Family":
+    try:
+        return registry.get_family(name)
+    except KeyError as exc:
+        raise SpecError(str(exc.args[0])) from None
 
 
 @dataclass(frozen=True)
@@ -149,19 +192,17 @@ class ArchSpec:
         self.validate()
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
-            raise SpecError(f"ArchSpec.family must be one of {FAMILIES}, got {self.family!r}")
+        want = _family(self.family).grid
         if self.out_dim < 1:
             raise SpecError(f"ArchSpec.out_dim must be >= 1, got {self.out_dim}")
         self.mlp.validate()
         if self.encoding is not None:
             self.encoding.validate()
-        want = _GRID_TYPES.get(self.family)
         if want is None:
             if self.grid is not None:
-                raise SpecError("an 'mlp' ArchSpec has no grid")
+                raise SpecError(f"a {self.family!r} ArchSpec has no grid (its family registers none)")
             if self.encoding is None:
-                raise SpecError("an 'mlp' ArchSpec needs an encoding (use FrequencySpec(0, True) for raw xyz)")
+                raise SpecError(f"a {self.family!r} ArchSpec needs an encoding (no grid; use FrequencySpec(0, True) for raw xyz)")
         else:
             if not isinstance(self.grid, want):
                 raise SpecError(f"a {self.family!r} ArchSpec needs grid={want.__name__}(...), got {self.grid!r}")
@@ -178,7 +219,7 @@ class ArchSpec:
     def from_dict(cls, d: dict) -> "ArchSpec":
         try:
             family = d["family"]
-            grid_cls = _GRID_TYPES.get(family)
+            grid_cls = _family(family).grid
             grid = grid_cls(**d["grid"]) if (grid_cls is not None and d.get("grid") is not None) else d.get("grid")
             enc = FrequencySpec(**d["encoding"]) if d.get("encoding") is not None else None
             return cls(family=family, out_dim=int(d.get("out_dim", 4)), mlp=MLPSpec(**d.get("mlp", {})),
@@ -201,81 +242,70 @@ class ArchSpec:
     def mlp_in_dim(self) -> int:
         """Width of the MLP's input (grid channels ++ encoding)."""
         n = self.encoding.out_dim if self.encoding is not None else 0
-        if self.family == "triplane":
-            n += self.grid.channels
-        elif self.family == "hashgrid":
-            n += self.grid.n_levels * self.grid.features_per_level
-        elif self.family == "octree":
-            n += self.grid.channels
-        return n
+        return n + (self.grid.feature_dim if self.grid is not None else 0)
 
 
-# -- the named architectures (main paper Table 7, plus the octree family) ---------------
+# -- encodings and MLPs the named architectures share (each family's module names its own) ----
 NF2VEC_ENCODING = FrequencySpec(n_freqs=24, include_input=False, style="tcnn")
 CARDACE_ENCODING = FrequencySpec(n_freqs=10, include_input=True, style="nerf")
 RAW_XYZ = FrequencySpec(n_freqs=0, include_input=True, style="nerf")
 
 
-def _mlp(**kw) -> MLPSpec:
+def relu_mlp(**kw) -> MLPSpec:
+    """nf2vec's / Instant-NGP's MLP: ReLU, no biases."""
     return MLPSpec(**{"activation": "relu", "bias": False, **kw})
 
 
-def _sine(**kw) -> MLPSpec:
+def sine_mlp(**kw) -> MLPSpec:
+    """SIREN's MLP: sine, biases."""
     return MLPSpec(**{"activation": "sine", "bias": True, **kw})
 
 
-def _oct_mlp(**kw) -> MLPSpec:
+def relu_bias_mlp(**kw) -> MLPSpec:
+    """NGLOD's decoder: ReLU with biases."""
     return MLPSpec(**{"activation": "relu", "bias": True, **kw})
 
 
-_ARCHS: dict[str, dict] = {
-    # training architectures
-    "MLP": dict(family="mlp", mlp=_mlp(), encoding=NF2VEC_ENCODING),
-    "TRI": dict(family="triplane", mlp=_sine(), encoding=CARDACE_ENCODING, grid=TriplaneSpec()),
-    "HASH": dict(family="hashgrid", mlp=_mlp(), grid=HashGridSpec()),
-    "OCT": dict(family="octree", mlp=_oct_mlp(), encoding=RAW_XYZ, grid=OctreeSpec()),
-    # unseen variants
-    "MLP-2L": dict(family="mlp", mlp=_mlp(hidden_layers=2), encoding=NF2VEC_ENCODING),
-    "MLP-32H": dict(family="mlp", mlp=_mlp(hidden_dim=32), encoding=NF2VEC_ENCODING),
-    "TRI-2L": dict(family="triplane", mlp=_sine(hidden_layers=2), encoding=CARDACE_ENCODING, grid=TriplaneSpec()),
-    "TRI-32H": dict(family="triplane", mlp=_sine(hidden_dim=32), encoding=CARDACE_ENCODING, grid=TriplaneSpec()),
-    "TRI-16W": dict(family="triplane", mlp=_sine(), encoding=CARDACE_ENCODING, grid=TriplaneSpec(resolution=16)),
-    "TRI-8C": dict(family="triplane", mlp=_sine(), encoding=CARDACE_ENCODING, grid=TriplaneSpec(channels=8)),
-    "HASH-2L": dict(family="hashgrid", mlp=_mlp(hidden_layers=2), grid=HashGridSpec()),
-    "HASH-32H": dict(family="hashgrid", mlp=_mlp(hidden_dim=32), grid=HashGridSpec()),
-    "HASH-3N": dict(family="hashgrid", mlp=_mlp(), grid=HashGridSpec(n_levels=3)),
-    "HASH-11T": dict(family="hashgrid", mlp=_mlp(), grid=HashGridSpec(log2_hashmap_size=11)),
-    "OCT-2L": dict(family="octree", mlp=_oct_mlp(hidden_layers=2), encoding=RAW_XYZ, grid=OctreeSpec()),
-    "OCT-32H": dict(family="octree", mlp=_oct_mlp(hidden_dim=32), encoding=RAW_XYZ, grid=OctreeSpec()),
-    "OCT-2LOD": dict(family="octree", mlp=_oct_mlp(), encoding=RAW_XYZ, grid=OctreeSpec(n_lods=2)),
-    "OCT-4C": dict(family="octree", mlp=_oct_mlp(), encoding=RAW_XYZ, grid=OctreeSpec(channels=4)),
-}
-
-TRAINING_ARCHITECTURES = ("MLP", "TRI", "HASH", "OCT")
-UNSEEN_ARCHITECTURES = tuple(n for n in _ARCHS if n not in TRAINING_ARCHITECTURES)
-ARCHITECTURES = tuple(_ARCHS)
-FAMILY_OF_NAME = {"MLP": "mlp", "TRI": "triplane", "HASH": "hashgrid", "OCT": "octree"}
+def __getattr__(name: str):
+    """``TRAINING_ARCHITECTURES``, ``UNSEEN_ARCHITECTURES``, ``ARCHITECTURES``, ``FAMILIES`` and
+    ``FAMILY_OF_NAME``: the built-in families' (the live registry, plug-ins included, is
+    :func:`gmn_inr.fields.registry.architectures`). Read from the registry, never listed twice."""
+    if name == "TRAINING_ARCHITECTURES":
+        return registry.architectures(builtin=True, training=True)
+    if name == "UNSEEN_ARCHITECTURES":
+        return registry.architectures(builtin=True, training=False)
+    if name == "ARCHITECTURES":
+        return registry.architectures(builtin=True)
+    if name == "FAMILIES":
+        return registry.families(builtin=True)
+    if name == "FAMILY_OF_NAME":
+        return {a: f for f in registry.families(builtin=True) for a in registry.get_family(f).training}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def arch_spec(name: str, out_dim: int = 4) -> ArchSpec:
-    """The named architecture (``"MLP"``, ``"TRI-8C"``, ``"OCT-4C"``, ...) with ``out_dim`` outputs."""
+    """The named architecture (``"MLP"``, ``"TRI-8C"``, ``"OCT-4C"``, or a plug-in's) with
+    ``out_dim`` outputs."""
     try:
-        kw = _ARCHS[name]
-    except KeyError:
-        raise SpecError(f"unknown architecture {name!r}; known: {', '.join(_ARCHS)}") from None
-    return ArchSpec(out_dim=out_dim, name=name, **kw)
+        fam = registry.family_of_arch(name)
+    except KeyError as exc:
+        raise SpecError(str(exc.args[0])) from None
+    return ArchSpec(family=fam.name, out_dim=out_dim, name=name, **fam.archs[name])
 
 
 def default_spec(family: str, out_dim: int = 4) -> ArchSpec:
-    """The family's training architecture of Table 7."""
-    names = {v: k for k, v in FAMILY_OF_NAME.items()}
-    if family not in names:
-        raise SpecError(f"unknown family {family!r}; known: {FAMILIES}")
-    return arch_spec(names[family], out_dim)
+    """The family's (first) training architecture."""
+    try:
+        fam = registry.get_family(family)
+    except KeyError as exc:
+        raise SpecError(str(exc.args[0])) from None
+    return arch_spec(fam.training[0], out_dim)
 
 
 # -- presets ----------------------------------------------------------------------
 PRESETS = ("paper", "cpu", "tiny")
+#: how much smaller the ``cpu`` / ``tiny`` presets make widths, resolutions and tables
+PRESET_FACTOR = {"paper": 1, "cpu": 2, "tiny": 4}
 
 
 def _scaled(spec: ArchSpec, preset: str) -> ArchSpec:
@@ -288,16 +318,11 @@ def _scaled(spec: ArchSpec, preset: str) -> ArchSpec:
         return spec
     if preset not in PRESETS:
         raise SpecError(f"unknown preset {preset!r}; known: {PRESETS}")
-    k = 2 if preset == "cpu" else 4
+    k = PRESET_FACTOR[preset]
     mlp = dataclasses.replace(spec.mlp, hidden_dim=max(4, spec.mlp.hidden_dim // k))
     grid = spec.grid
-    if isinstance(grid, TriplaneSpec):
-        grid = TriplaneSpec(resolution=max(4, grid.resolution // k), channels=max(2, grid.channels // 2))
-    elif isinstance(grid, HashGridSpec):
-        grid = dataclasses.replace(grid, log2_hashmap_size=grid.log2_hashmap_size - k,
-                                   base_resolution=max(4, grid.base_resolution // k))
-    elif isinstance(grid, OctreeSpec) and preset == "tiny":
-        grid = dataclasses.replace(grid, base_lod=1)
+    if grid is not None and hasattr(grid, "scaled"):     # each grid spec knows its own small analogue
+        grid = grid.scaled(preset)
     enc = spec.encoding
     # nf2vec's 24 frequencies reach 2^23 pi: pure aliasing at the few points a CPU fit can
     # afford, which the MLP must first learn to ignore; the small presets stop at 2^7 pi

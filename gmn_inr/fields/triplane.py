@@ -6,12 +6,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Field
-from .spec import ArchSpec, default_spec
+from .registry import register_family
+from .spec import CARDACE_ENCODING, ArchSpec, TriplaneSpec, default_spec, sine_mlp
 
 #: the coordinate axes (u, v) each plane is indexed by: (x,y), (x,z), (y,z)
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 
+#: Table 7's TRI and its unseen variants
+ARCHS = {
+    "TRI": dict(mlp=sine_mlp(), encoding=CARDACE_ENCODING, grid=TriplaneSpec()),
+    "TRI-2L": dict(mlp=sine_mlp(hidden_layers=2), encoding=CARDACE_ENCODING, grid=TriplaneSpec()),
+    "TRI-32H": dict(mlp=sine_mlp(hidden_dim=32), encoding=CARDACE_ENCODING, grid=TriplaneSpec()),
+    "TRI-16W": dict(mlp=sine_mlp(), encoding=CARDACE_ENCODING, grid=TriplaneSpec(resolution=16)),
+    "TRI-8C": dict(mlp=sine_mlp(), encoding=CARDACE_ENCODING, grid=TriplaneSpec(channels=8)),
+}
 
+
+@register_family("triplane", grid=TriplaneSpec, archs=ARCHS, training=("TRI",))
 class TriplaneField(Field):
     """``planes [3, C, R, R]``; plane ``p`` is sampled at ``(u, v) = xyz[PLANE_AXES[p]]`` with
     ``grid_sample`` (bilinear, zero padding, ``align_corners=False``): ``u`` indexes the last

@@ -20,13 +20,25 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from gmn_inr.fields import registry
+
 from .fit import FitConfig
 
-# names only (cheap); torch-heavy modules are imported inside functions
-TRAINING = ("MLP", "TRI", "HASH", "OCT")
-ALL_ARCHS = ("MLP", "TRI", "HASH", "OCT", "MLP-2L", "MLP-32H", "TRI-2L", "TRI-32H", "TRI-16W", "TRI-8C",
-             "HASH-2L", "HASH-32H", "HASH-3N", "HASH-11T", "OCT-2L", "OCT-32H", "OCT-2LOD", "OCT-4C")
 IMPLICIT = ("sdf", "udf", "occupancy")
+#: the built-in unseen variants the tiny zoo fits (a plug-in family's variants are all fitted)
+TINY_UNSEEN = ("MLP-2L", "HASH-11T")
+#: object ``k`` of a zoo with seed ``s`` has seed ``s * OBJECT_SEED_STRIDE + k`` (a prime stride:
+#: zoos of different seeds share no object below 100003 objects per class)
+OBJECT_SEED_STRIDE = 100003
+#: an object's supervision is sampled with seed ``seed * SAMPLE_SEED_FACTOR + crc(object) % 100000``
+SAMPLE_SEED_FACTOR = 7
+#: a (function, architecture)'s fits start from seed ``seed * FIT_SEED_FACTOR + crc(arch + function) % 1000``
+FIT_SEED_FACTOR = 1000
+
+
+def training_archs() -> tuple:
+    """Every registered family's training architectures (plug-ins included)."""
+    return registry.architectures(training=True)
 
 
 @dataclass(frozen=True)
@@ -64,9 +76,12 @@ def preset_config(preset: str, **overrides) -> ZooConfig:
     keyword ``overrides`` replace fields (``fit`` may be a dict of FitConfig fields)."""
     from .shapes import CLASSES
 
+    # the registry's architectures: a registered plug-in family is fitted too
+    TRAINING, ALL_ARCHS = training_archs(), registry.architectures()
     if preset == "tiny":
+        unseen = TINY_UNSEEN + registry.architectures(builtin=False, training=False)
         cfg = ZooConfig("tiny", ("chair", "table", "mug"), 3,
-                        {"radiance": TRAINING + ("MLP-2L", "HASH-11T"), "sdf": TRAINING}, "tiny",
+                        {"radiance": TRAINING + unseen, "sdf": TRAINING}, "tiny",
                         FitConfig(steps=120, points=256, pool=4096, surface=1024, gate_res=24, min_iou=0.3,
                                   max_sdf_err=0.013, min_psnr=14.0, min_view_psnr=12.0, gate_view=24),
                         batch=16)
@@ -139,7 +154,7 @@ def object_descriptions(cfg: ZooConfig, meshes: Optional[str] = None) -> tuple[l
         classes = list(cfg.classes)
         for c in classes:
             for k in range(cfg.per_class):
-                s = cfg.seed * 100003 + k
+                s = cfg.seed * OBJECT_SEED_STRIDE + k
                 objs[f"{c}-{s:05d}"] = {"kind": "procedural", "class_name": c, "seed": s}
     for d in objs.values():
         d["label"] = classes.index(d["class_name"])
@@ -166,30 +181,33 @@ class ChunkResult:
 
 def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[tuple[str, str, list[str]]],
                threads: int = 0, progress=None, stop_after: Optional[int] = None,
-               writer=None) -> ChunkResult:
+               writer=None, plugins: Sequence[str] = ()) -> ChunkResult:
     """Fit every ``(function, arch, [object_ids])`` of ``todo`` for one chunk of objects.
 
     With ``writer`` (main process) each batch's files are entered in the manifest and
-    flushed at once; without (a worker) the entries are returned to the main process."""
+    flushed at once; without (a worker) the entries are returned to the main process.
+    ``plugins``: files / modules registering families (a worker process imports them)."""
     import torch
 
-    from gmn_inr.fields import arch_spec_for, out_dim_of
+    from gmn_inr.fields import arch_spec_for, load_plugins, out_dim_of
 
     from .fit import fit_inrs, prepare_samples
-    from .store import FILE_FORMAT, write_inr_file
+    from .store import inr_metadata, write_inr_file
 
+    load_plugins(plugins)
     if threads:
         torch.set_num_threads(threads)
     res = ChunkResult()
     ids = sorted({o for _, _, oids in todo for o in oids})
     shapes = {o: shape_of(o, objects[o]) for o in ids}
-    samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * 7 + (hash_id(o) % 100000)) for o in ids}
+    samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * SAMPLE_SEED_FACTOR + (hash_id(o) % 100000))
+               for o in ids}
     n_written = 0
     for function, arch, oids in todo:
         spec = arch_spec_for(arch, out_dim_of(function), cfg.arch_preset)
         t0 = time.perf_counter()
         fits = fit_inrs(spec, function, [samples[o] for o in oids], cfg.fit,
-                        seed=cfg.seed * 1000 + hash_id(arch + function) % 1000)
+                        seed=cfg.seed * FIT_SEED_FACTOR + hash_id(arch + function) % 1000)
         dt = time.perf_counter() - t0
         res.stats.append((arch, spec.family, function, len(fits), dt,
                           sum(f.passed and f.attempts == 1 for f in fits), sum(f.passed for f in fits)))
@@ -204,15 +222,10 @@ def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[t
             if writer is not None:
                 writer.add(spec, function, f.object_id, f.state_dict, gate)
             else:
-                import json
-
                 from .store import rel_path
 
                 rel = rel_path(f.object_id, function, spec.name)
-                meta = {"format": FILE_FORMAT, "arch_spec": spec.to_json(), "arch": spec.name,
-                        "family": spec.family, "function": function, "object_id": f.object_id,
-                        "class_name": o["class_name"], "label": str(o["label"]), "split": o["split"],
-                        "gate": json.dumps(gate, sort_keys=True)}
+                meta = inr_metadata(spec, function, f.object_id, o, gate)
                 sha, n = write_inr_file(Path(root) / rel, f.state_dict, meta)
                 res.written.append((meta, rel, sha, n))
             n_written += 1
@@ -266,6 +279,7 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
                                  for o, d in descs.items()})
     ids = sorted(descs)
     chunks = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
+    TRAINING = training_archs()
     work = []
     for ch in chunks:
         todo = []
@@ -296,7 +310,9 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
 
             threads = max(1, (os.cpu_count() or 2) // workers)
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-                futs = [ex.submit(_fit_chunk, str(writer.root), cfg, descs, todo, threads) for todo in work]
+                plugins = registry.plugin_sources()
+                futs = [ex.submit(_fit_chunk, str(writer.root), cfg, descs, todo, threads, plugins=plugins)
+                        for todo in work]
                 for fut, todo in zip(futs, work):
                     r = fut.result()
                     for meta, rel, sha, n in r.written:

@@ -53,27 +53,12 @@ def run(args) -> int:
     raise SystemExit(f"unknown zoo command {args.zoo_command!r}")
 
 
-def _set_up_cpu() -> None:
-    """Long batched runs: 2 threads and an allocator that keeps big buffers (REFERENCE.md:
-    glibc's per-tensor mmap + page faults cost 1.6-2.4x in batched fitting)."""
-    import ctypes
-
-    import torch
-
-    torch.set_num_threads(min(2, torch.get_num_threads()) if torch.get_num_threads() > 0 else 2)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-        libc.mallopt(M_MMAP_MAX, 0)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    except OSError:  # not glibc: nothing to tune
-        pass
-
-
 def _build(args) -> int:
+    from gmn_inr.cpu import set_up_cpu
+
     from .build import build_zoo, preset_config
 
-    _set_up_cpu()
+    set_up_cpu()       # 2 threads and an allocator that keeps big buffers (gmn_inr.cpu)
     over = {}
     if args.per_class is not None:
         over["per_class"] = args.per_class

@@ -4,16 +4,44 @@
   parameter graphs (``graphs=True``), converted once and cached on the record.
 * :class:`PairDataset` yields ``(rec_a, rec_b)``: the same object and implicit function in
   two DIFFERENT families (the main paper's ``(N_j^A, N_j^B)`` for the contrastive term).
-* :func:`collate_graphs` / :func:`graph_loader` batch graphs with torch_geometric's
-  ``Batch.from_data_list``.
+* :func:`cross_family_pairs` is the one pairing rule (also behind
+  ``gmn_inr.train.pairs_from_records``).
+* :func:`collate_graphs` / :func:`graph_loader` batch graphs with :func:`graphs.batch_graphs`.
 """
 from __future__ import annotations
 
 import itertools
 import random
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, Hashable, Optional, Sequence, Union
+
+from gmn_inr.fields import TRAINING_ARCHITECTURES
 
 from .store import SPLITS, ZooRecord, ZooStore, open_store
+
+
+def cross_family_pairs(records: Sequence[Any], group: Callable[[Any], Hashable] = lambda r: r.object_id,
+                       order: Callable[[Any], Any] = lambda r: r.arch) -> dict:
+    """``{group key: (records sorted by order, [(a, b), ...])}`` for the groups (sorted by key) that
+    have a pair: every unordered pair of a group's records whose families differ, in
+    ``itertools.combinations`` order. The main paper's ``(N_j^A, N_j^B)``."""
+    by: dict = {}
+    for r in records:
+        by.setdefault(group(r), []).append(r)
+    out = {}
+    for key in sorted(by):
+        rs = sorted(by[key], key=order)
+        ps = [(a, b) for a, b in itertools.combinations(rs, 2) if a.family != b.family]
+        if ps:
+            out[key] = (rs, ps)
+    return out
+
+
+def pairs_from_records(records: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """Every pair of records of one object and one function in two different families
+    (the main paper's (M_j, T_j), (T_j, H_j), (M_j, H_j)), in a deterministic order."""
+    groups = cross_family_pairs(records, group=lambda r: (r.object_id, r.function),
+                                order=lambda r: (r.family, r.arch))
+    return [p for _, ps in groups.values() for p in ps]
 
 
 def _store(store: Union[str, ZooStore]) -> ZooStore:
@@ -59,24 +87,15 @@ class PairDataset:
     """
 
     def __init__(self, store: Union[str, ZooStore], split: Optional[str] = "train",
-                 archs: Sequence[str] = ("MLP", "TRI", "HASH", "OCT"), function: str = "radiance"):
+                 archs: Sequence[str] = TRAINING_ARCHITECTURES, function: str = "radiance"):
         if split is not None and split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
         self.store = _store(store)
         recs = self.store.records(split=split, archs=archs, functions=(function,))
-        by_obj: dict[str, list[ZooRecord]] = {}
-        for r in recs:
-            by_obj.setdefault(r.object_id, []).append(r)
-        self.objects: list[str] = []
-        self.by_object: dict[str, list[ZooRecord]] = {}
-        self.pairs: list[tuple[ZooRecord, ZooRecord]] = []
-        for oid in sorted(by_obj):
-            rs = sorted(by_obj[oid], key=lambda r: r.arch)
-            ps = [(a, b) for a, b in itertools.combinations(rs, 2) if a.family != b.family]
-            if ps:
-                self.objects.append(oid)
-                self.by_object[oid] = rs
-                self.pairs += ps
+        groups = cross_family_pairs(recs)
+        self.objects: list[str] = list(groups)
+        self.by_object: dict[str, list[ZooRecord]] = {oid: rs for oid, (rs, _) in groups.items()}
+        self.pairs: list[tuple[ZooRecord, ZooRecord]] = [p for _, ps in groups.values() for p in ps]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -95,10 +114,9 @@ class PairDataset:
 
 def collate_graphs(graphs: Sequence) -> "torch_geometric.data.Batch":  # noqa: F821
     """``ParameterGraph`` s (or records) -> one ``torch_geometric.data.Batch``."""
-    from torch_geometric.data import Batch
+    from graphs import batch_graphs
 
-    gs = [g.graph() if isinstance(g, ZooRecord) else g for g in graphs]
-    return Batch.from_data_list([g.to_pyg() for g in gs])
+    return batch_graphs([g.graph() if isinstance(g, ZooRecord) else g for g in graphs])
 
 
 def collate_pairs(pairs: Sequence[tuple]) -> tuple:

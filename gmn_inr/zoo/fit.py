@@ -8,14 +8,11 @@ element-wise and the loss is a sum of per-INR losses, so this is exactly ``B``
 independent fits, just batched; the stacked tensors split back into ordinary
 ``state_dict`` s that :func:`gmn_inr.fields.load_field` rebuilds.
 
-Octrees are sparse per object (each object has its own vertex buffers). They are fitted
-batched by padding: each LOD's feature table is padded to the batch's largest vertex
-count, each object's dense ``vertex -> row`` lookup is stacked too, and the padding rows
-are never read (missing vertices point at the shared zero row past the padding), so they
-get no gradient and are cut off afterwards. The stored field is exactly the sparse
-octree that was trained.
+Octrees are sparse per object; :class:`~gmn_inr.zoo.batch.FieldStack` stacks them by padding.
+The grid's parameters (the field's ``grid_parameters()``, whatever the family calls them) get
+the grid learning rate, the MLP's the MLP rate.
 
-Supervision (inr2vec-style sampling, per object once, shared by all its INRs):
+Supervision (:mod:`gmn_inr.zoo.samples`, inr2vec-style, per object once, shared by all its INRs):
 near-surface points (surface + small and larger Gaussian offsets) and uniform points in
 ``[-1,1]^3``, with the ground-truth sdf and part colour at each.
 
@@ -24,7 +21,7 @@ near-surface points (surface + small and larger Gaussian offsets) and uniform po
   ``sigma* = SIGMA_MAX * sigmoid(-sdf / eps)`` (a smooth step of the sdf: high inside,
   ~0 outside) and to the part colour near and inside the surface.
 
-Every fitted INR then goes through a quality gate (:func:`gate_metrics`): IoU of the
+Every fitted INR then goes through the quality gate (:mod:`gmn_inr.zoo.gate`): IoU of the
 occupancy it implies on a grid, mean |sdf| error at surface points, colour PSNR at
 surface points. Failures are refitted once with a new seed and more steps, then dropped.
 """
@@ -32,23 +29,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, vmap
 
-from gmn_inr.fields import ArchSpec, OctreeField, build_field, load_field, radiance_from_raw
-from gmn_inr.fields.octree import occupancy_pyramid, voxel_centres
+from gmn_inr.fields import ArchSpec, get_family, radiance_from_raw
 
-from .shapes import Shape, grid_points
+from .batch import FieldStack, _Batch  # noqa: F401  (_Batch: the old name)
+from .gate import (DT, SIGMA_MAX, gate_metrics, gate_view_truth, ground_truth_radiance, passes,  # noqa: F401
+                   render_gate_views)
+from .samples import ObjectSamples, gate_points, octree_occupancy, prepare_samples  # noqa: F401
 
-#: density inside a radiance field's object (per unit length; the cube is 2 wide)
-SIGMA_MAX = 30.0
-#: a typical volume-rendering step (64 samples across the cube): density errors are weighed
-#: as the optical depth they add per sample
-DT = 2.0 / 64
+#: a refit's seed is the first fit's plus this (a prime, so refits of neighbouring seeds differ)
+REFIT_SEED_OFFSET = 7919
 
 
 @dataclass(frozen=True)
@@ -84,184 +79,6 @@ class FitConfig:
     max_freq: float = 110.0       # frequency-encoding inputs above this (rad/unit) are held at 0
 
 
-@dataclass
-class ObjectSamples:
-    """Per-object supervision, shared by every INR of the object.
-
-    ``points [P, 3]``, ``sdf [P]``, ``color [P, 3]``: the training pool;
-    ``surface [S, 3]``, ``surface_color [S, 3]``: for the gate;
-    ``gate_points [Q, 3]``, ``grid_occ [Q]`` (bool) and ``gate_sdf [Q]``: where the gate
-    measures, and the true occupancy and sdf there (see :func:`gate_points`).
-    """
-
-    object_id: str
-    points: torch.Tensor
-    sdf: torch.Tensor
-    color: torch.Tensor
-    surface: torch.Tensor
-    surface_color: torch.Tensor
-    grid_occ: torch.Tensor
-    gate_points: torch.Tensor = None
-    gate_sdf: torch.Tensor = None
-    shape: Shape = field(repr=False, default=None)
-
-
-def _sdf_color(shape: Shape, p: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
-    ds, cs = [], []
-    with torch.no_grad():
-        for s in range(0, len(p), chunk):
-            if hasattr(shape, "sdf_and_color"):
-                d, c = shape.sdf_and_color(p[s:s + chunk])
-            else:
-                d, c = shape.sdf(p[s:s + chunk]), shape.color(p[s:s + chunk])
-            ds.append(d)
-            cs.append(c)
-    return torch.cat(ds), torch.cat(cs)
-
-
-def prepare_samples(shape: Shape, cfg: FitConfig, seed: int = 0) -> ObjectSamples:
-    """inr2vec-style pool for one object: 50% surface + N(0, 0.01), 20% surface + N(0, 0.05),
-    30% uniform in ``[-1,1]^3``; ground truth at each; surface points; gate-grid occupancy."""
-    g = torch.Generator().manual_seed(seed)
-    surf = shape.sample_surface(max(cfg.surface, cfg.pool // 2), generator=g)
-    n1, n2 = cfg.pool // 2, cfg.pool // 5
-    n3 = cfg.pool - n1 - n2
-    i1 = torch.randint(len(surf), (n1,), generator=g)
-    i2 = torch.randint(len(surf), (n2,), generator=g)
-    pts = torch.cat([surf[i1] + 0.01 * torch.randn(n1, 3, generator=g),
-                     surf[i2] + 0.05 * torch.randn(n2, 3, generator=g),
-                     torch.rand(n3, 3, generator=g) * 2 - 1]).clamp(-1, 1)
-    sdf, col = _sdf_color(shape, pts)
-    gate_surf = surf[torch.randperm(len(surf), generator=g)[: cfg.surface]]
-    _, scol = _sdf_color(shape, gate_surf)
-    gate_pts = gate_points(cfg, gate_surf, g)
-    gsdf, _ = _sdf_color(shape, gate_pts)
-    return ObjectSamples(shape.object_id, pts, sdf, col, gate_surf, scol, gsdf < 0, gate_pts, gsdf, shape)
-
-
-def gate_points(cfg: FitConfig, surface: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Where the gate measures occupancy IoU: the ``gate_res^3`` grid's cell centres plus two
-    points near each surface point (``N(0, 0.02)`` offsets), so thin parts that a coarse grid
-    misses still count (as Occupancy Networks' IoU mixes uniform and near-surface points).
-    ``[gate_res^3 + 2 S, 3]``."""
-    near = surface.repeat(2, 1)
-    near = (near + 0.02 * torch.randn(near.shape, generator=g)).clamp(-1, 1)
-    return torch.cat([grid_points(cfg.gate_res), near])
-
-
-def octree_occupancy(shape: Shape, spec: ArchSpec) -> torch.Tensor:
-    """Voxels of the finest LOD that the object touches: ``sdf(centre) < half diagonal``
-    (plus a sliver), bool ``[R, R, R]`` in ``[x, y, z]`` order."""
-    R = 2 ** spec.grid.lods[-1]
-    centres = voxel_centres(R)
-    with torch.no_grad():
-        d = shape.sdf(centres)
-    return (d < math.sqrt(3) / R * 1.05).reshape(R, R, R)
-
-
-# ---------------------------------------------------------------------------------------
-# stacked parameters
-# ---------------------------------------------------------------------------------------
-def _is_grid_param(name: str) -> bool:
-    return name.startswith(("planes", "grid.", "features."))
-
-
-class _Batch:
-    """``B`` fields of one spec as stacked tensors around one template module.
-
-    ``params[name] [B, ...]`` (leaves that require grad) and ``buffers[name] [B, ...]``
-    (only octree lookups: they differ per object).
-    """
-
-    def __init__(self, spec: ArchSpec, occupancies: Optional[Sequence[torch.Tensor]], B: int, seed: int):
-        torch.manual_seed(seed)
-        self.spec = spec
-        self.B = B
-        if spec.family == "octree":
-            fields = [OctreeField(spec, occupancy=o) for o in occupancies]
-            self.template = OctreeField(spec, occupancy=torch.ones_like(occupancies[0]))
-            self.buffers = {}
-            self.n_vertices = [[f.vertices(i).shape[0] for f in fields] for i in range(len(spec.grid.lods))]
-            self.vertices = [[f.vertices(i) for i in range(len(spec.grid.lods))] for f in fields]
-            params = {}
-            for i in range(len(spec.grid.lods)):
-                vmax = max(self.n_vertices[i])
-                feats = torch.zeros(B, vmax, spec.grid.channels)
-                looks = []
-                for b, f in enumerate(fields):
-                    v = self.n_vertices[i][b]
-                    feats[b, :v] = f.features[i].detach()
-                    look = getattr(f, f"lookup_{i}")
-                    # "not stored" points at this object's own zero row (index v); move it to the
-                    # shared zero row after the padding so padding rows are never read
-                    looks.append(torch.where(look == v, vmax, look))
-                params[f"features.{i}"] = feats
-                self.buffers[f"lookup_{i}"] = torch.stack(looks)
-            for name, p in fields[0].named_parameters():
-                if not name.startswith("features."):
-                    params[name] = torch.stack([dict(f.named_parameters())[name].detach() for f in fields])
-        else:
-            fields = [build_field(spec) for _ in range(B)]
-            self.template = fields[0]
-            self.buffers = {}
-            names = [n for n, _ in fields[0].named_parameters()]
-            params = {n: torch.stack([dict(f.named_parameters())[n].detach() for f in fields]) for n in names}
-        self.params = {n: p.clone().requires_grad_(True) for n, p in params.items()}
-        self.freq_mask = None
-
-    def mask_frequencies(self, max_freq: float) -> None:
-        """Hold the first-layer weights of encoding inputs above ``max_freq`` at zero.
-
-        Why: nf2vec's encoding goes up to ``2^23 pi`` (tcnn style); such inputs are
-        pseudo-random per point, so a short fit memorises its training points through them
-        and is noise everywhere else. Zero weights (kept zero by masking their gradient;
-        Adam then never moves them) make the field ignore those inputs, exactly, in the
-        unchanged architecture."""
-        enc = self.template.encoding
-        if enc is None:
-            return
-        start = self.template.spec.mlp_in_dim - enc.out_dim       # encoding follows the grid features
-        keep = torch.ones(self.template.spec.mlp_in_dim)
-        keep[start:] = (enc.freq <= max_freq).float()
-        if bool(keep.all()):
-            return
-        w = self.params["mlp.layers.0.weight"]                      # [B, H, in]
-        with torch.no_grad():
-            w.mul_(keep)
-        w.register_hook(lambda g: g * keep)
-        self.freq_mask = keep
-
-    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x [B', N, 3] -> raw [B', N, out_dim]`` for the fields ``idx`` (default all)."""
-        params = self.params if idx is None else {n: p[idx] for n, p in self.params.items()}
-        buffers = self.buffers if idx is None else {n: b[idx] for n, b in self.buffers.items()}
-
-        def one(p, b, xx):
-            return functional_call(self.template, (p, b), (xx,))
-
-        return vmap(one)(params, buffers, x)
-
-    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
-        """Split the stack into ``B`` ordinary ``state_dict`` s (octree: padding cut off,
-        own vertex buffers), each loadable by :func:`load_field`."""
-        out = []
-        for b in range(self.B):
-            sd = {}
-            for n, p in self.params.items():
-                t = p[b].detach()
-                if self.spec.family == "octree" and n.startswith("features."):
-                    t = t[: self.n_vertices[int(n.split(".")[1])][b]]
-                sd[n] = t.clone().contiguous()
-            if self.spec.family == "octree":
-                for i, v in enumerate(self.vertices[b]):
-                    sd[f"vertices_{i}"] = v.clone()
-            out.append(sd)
-        return out
-
-
-# ---------------------------------------------------------------------------------------
-# losses and the gate
-# ---------------------------------------------------------------------------------------
 def _loss(raw: torch.Tensor, sdf: torch.Tensor, col: torch.Tensor, function: str, eps: float,
           empty_weight: float = 1.0) -> torch.Tensor:
     """Per-INR loss ``[B]`` from ``raw [B, N, D]``, ``sdf [B, N]``, ``col [B, N, 3]``."""
@@ -286,91 +103,6 @@ def _loss(raw: torch.Tensor, sdf: torch.Tensor, col: torch.Tensor, function: str
     raise ValueError(f"unknown implicit function {function!r}")
 
 
-@torch.no_grad()
-def gate_metrics(raw_grid: torch.Tensor, raw_surf: torch.Tensor, s: ObjectSamples, function: str) -> dict:
-    """Quality of one fitted INR.
-
-    ``raw_grid [Q, D]`` at the gate points, ``raw_surf [S, D]`` at surface points. Returns
-    ``iou`` (occupancy implied by the INR: sdf < 0, udf/occupancy/radiance thresholds below),
-    and ``sdf_err`` (sdf/udf: mean |error| at points within ~0.02 of the surface) or
-    ``psnr`` (radiance: colour at surface points).
-    """
-    if function == "sdf":
-        occ = raw_grid[:, 0] < 0
-    elif function == "udf":
-        # a udf has no sign: the INR's "occupied" set is its thin shell, compared with the true
-        # shell at the same half-cell threshold; the distance error is the real test
-        occ = None
-    elif function == "occupancy":
-        occ = raw_grid[:, 0] > 0
-    else:
-        occ = radiance_from_raw(raw_grid)[1] > SIGMA_MAX / 2
-    out = {}
-    if occ is not None:
-        inter = (occ & s.grid_occ).sum().item()
-        union = (occ | s.grid_occ).sum().item()
-        out["iou"] = inter / max(union, 1)
-    if function in ("sdf", "udf"):
-        # mean |error| at the near-surface gate points (the grid's cells come first); at the
-        # surface itself a constant 0 would look perfect
-        n_grid = len(s.grid_occ) - 2 * len(s.surface)
-        truth = s.gate_sdf[n_grid:]
-        truth = truth.abs() if function == "udf" else truth
-        out["sdf_err"] = (raw_grid[n_grid:, 0] - truth).abs().mean().item()
-    if function == "radiance":
-        rgb = radiance_from_raw(raw_surf)[0]
-        mse = ((rgb - s.surface_color) ** 2).mean().item()
-        out["psnr"] = -10 * math.log10(max(mse, 1e-10))
-    return out
-
-
-def _gate_rays(cfg: FitConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One fixed orbit view (elevation 25 deg, azimuth 45 deg): rays ``[R, 3]`` each."""
-    from gmn_inr.render import camera_rays, orbit_cameras
-
-    c2w = orbit_cameras(8, elevation=25.0)[1]
-    return camera_rays(c2w, cfg.gate_view, cfg.gate_view)
-
-
-@torch.no_grad()
-def render_gate_views(fn, B: int, cfg: FitConfig) -> torch.Tensor:
-    """The gate view through ``B`` radiance fields at once: ``fn(xyz [B, R, S, 3]) -> raw
-    [B, R, S, 4]``; returns ``[B, R, 3]`` (white background)."""
-    from gmn_inr.render import volume_render
-
-    o, d = _gate_rays(cfg)
-    rgb, _ = volume_render(fn, o.expand(B, -1, -1), d.expand(B, -1, -1), n_samples=cfg.gate_view_samples, bg=1.0)
-    return rgb
-
-
-def gate_view_truth(s: ObjectSamples, cfg: FitConfig) -> torch.Tensor:
-    """The ground-truth gate view of an object (cached on ``s``): ``[R, 3]``."""
-    if getattr(s, "_view", None) is None or s._view[0] != (cfg.gate_view, cfg.gate_view_samples, cfg.eps):
-        from .show import ground_truth_radiance
-
-        gt = ground_truth_radiance(s.shape, cfg.eps)
-        img = render_gate_views(lambda p: gt(p.reshape(-1, 3)).reshape(*p.shape[:-1], 4), 1, cfg)[0]
-        s._view = ((cfg.gate_view, cfg.gate_view_samples, cfg.eps), img)
-    return s._view[1]
-
-
-def passes(metrics: dict, cfg: FitConfig) -> bool:
-    """Whether ``metrics`` (from :func:`gate_metrics`) clear ``cfg``'s thresholds."""
-    ok = True
-    if "iou" in metrics:
-        ok &= metrics["iou"] >= cfg.min_iou
-    if "sdf_err" in metrics:
-        ok &= metrics["sdf_err"] <= cfg.max_sdf_err
-    if "psnr" in metrics:
-        ok &= metrics["psnr"] >= cfg.min_psnr
-    if "view_psnr" in metrics:
-        ok &= metrics["view_psnr"] >= cfg.min_view_psnr
-    return bool(ok)
-
-
-# ---------------------------------------------------------------------------------------
-# fitting
-# ---------------------------------------------------------------------------------------
 @dataclass
 class FitResult:
     """One fitted INR: its ``state_dict``, gate ``metrics``, ``passed``, ``attempts``."""
@@ -396,8 +128,9 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
     if B == 0:
         return []
     t0 = time.perf_counter()
-    occs = [octree_occupancy(s.shape, spec) for s in samples] if spec.family == "octree" else None
-    batch = _Batch(spec, occs, B, seed)
+    sparse = getattr(get_family(spec.family).field, "sparse", False)
+    occs = [octree_occupancy(s.shape, spec) for s in samples] if sparse else None
+    batch = FieldStack(spec, occs, B, seed)
     batch.mask_frequencies(cfg.max_freq)
     out_bias = f"mlp.layers.{spec.mlp.hidden_layers}.bias"
     if function == "radiance" and out_bias in batch.params:
@@ -415,10 +148,10 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
         lr, factor = cfg.lr_mlp, 1.0
     out_lr = lr * (factor if function == "radiance" else 1.0)
     groups = [
-        {"params": [p for n, p in batch.params.items() if not _is_grid_param(n) and not n.startswith(last)],
+        {"params": [p for n, p in batch.params.items() if n not in batch.grid_names and not n.startswith(last)],
          "lr": lr},
         {"params": [p for n, p in batch.params.items() if n.startswith(last)], "lr": out_lr},
-        {"params": [p for n, p in batch.params.items() if _is_grid_param(n)], "lr": cfg.lr_grid},
+        {"params": [p for n, p in batch.params.items() if n in batch.grid_names], "lr": cfg.lr_grid},
     ]
     opt = torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.99), eps=1e-10)
     steps = cfg.steps if steps is None else steps
@@ -466,13 +199,13 @@ def fit_inrs(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cf
     res = fit_batch(spec, function, samples, cfg, seed)
     bad = [i for i, r in enumerate(res) if not r.passed]
     if refit and bad:
-        again = fit_batch(spec, function, [samples[i] for i in bad], cfg, seed + 7919,
+        again = fit_batch(spec, function, [samples[i] for i in bad], cfg, seed + REFIT_SEED_OFFSET,
                           steps=int(cfg.steps * cfg.refit_steps_factor))
         for i, r in zip(bad, again):
             r.attempts = 2
             r.seconds += res[i].seconds
-            # keep the better of the two tries (by whether it passes, then its first metric)
-            res[i] = r if (r.passed or not res[i].passed) else res[i]
+            # the first try failed the gate: the refit (longer, passed or not) replaces it
+            res[i] = r
     return res
 
 
@@ -480,9 +213,3 @@ def fit_one_at_a_time(spec: ArchSpec, function: str, samples: Sequence[ObjectSam
                       seed: int = 0) -> list[FitResult]:
     """The unbatched baseline (for benchmarks): one :func:`fit_batch` of size 1 per object."""
     return [fit_batch(spec, function, [s], cfg, seed + i)[0] for i, s in enumerate(samples)]
-
-
-def check_roundtrip(spec: ArchSpec, result: FitResult, x: torch.Tensor, raw: torch.Tensor) -> bool:
-    """Whether ``load_field(spec, result.state_dict)(x)`` reproduces ``raw`` (a sanity helper)."""
-    with torch.no_grad():
-        return torch.allclose(load_field(spec, result.state_dict)(x), raw, atol=1e-5)

@@ -5,23 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import torch
-
-
-def ground_truth_radiance(shape, eps: float = 0.01):
-    """The radiance field a zoo INR is fitted to, as ``xyz [..., 3] -> raw [..., 4]``: raw
-    values whose ``radiance_from_raw`` give the part colour and ``SIGMA_MAX * sigmoid(-sdf/eps)``."""
-    from .fit import SIGMA_MAX
-
-    def fn(xyz: torch.Tensor) -> torch.Tensor:
-        flat = xyz.reshape(-1, 3)
-        d, c = shape.sdf_and_color(flat)
-        sigma = SIGMA_MAX * torch.sigmoid(-d / eps)
-        raw_s = torch.where(sigma > 20, sigma, torch.log(torch.expm1(sigma.clamp_min(1e-6))))  # inverse softplus
-        raw_c = torch.logit(c.clamp(1e-4, 1 - 1e-4))
-        return torch.cat([raw_c, raw_s[:, None]], -1).reshape(*xyz.shape[:-1], 4)
-
-    return fn
+from .gate import ground_truth_radiance  # noqa: F401  (the target lives with the gate; re-exported)
 
 
 def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[str] = None,

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
 
+from gmn_inr.atomic import atomic_write_bytes
 from gmn_inr.fields import ArchSpec, SpecError, load_field
 
 MANIFEST = "manifest.json"
@@ -57,23 +56,6 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def inr_key(object_id: str, function: str, arch: str) -> str:
     return f"{object_id}/{function}/{arch}"
 
@@ -88,6 +70,14 @@ def _safe_name(s: str) -> str:
 def rel_path(object_id: str, function: str, arch: str) -> str:
     """Where an INR lives inside a zoo directory."""
     return f"inrs/{_safe_name(object_id)}/{_safe_name(function)}/{_safe_name(arch)}.safetensors"
+
+
+def inr_metadata(spec: ArchSpec, function: str, object_id: str, obj: dict, gate: dict) -> dict:
+    """The string metadata of one INR file (the one place it is assembled): ``obj`` is the
+    object's manifest entry (``class_name``, ``label``, ``split``), ``gate`` its gate metrics."""
+    return {"format": FILE_FORMAT, "arch_spec": spec.to_json(), "arch": spec.name, "family": spec.family,
+            "function": function, "object_id": object_id, "class_name": obj["class_name"],
+            "label": str(obj["label"]), "split": obj["split"], "gate": json.dumps(gate, sort_keys=True)}
 
 
 def write_inr_file(path: Path, state_dict: dict, meta: dict) -> tuple[str, int]:
@@ -306,11 +296,8 @@ class ZooWriter:
     def add(self, spec: ArchSpec, function: str, object_id: str, state_dict: dict, gate: dict) -> dict:
         """Write one INR file (atomically) and enter it in the manifest (in memory until
         :meth:`flush`)."""
-        o = self.manifest["objects"][object_id]
         rel = self.rel_path(object_id, function, spec.name)
-        meta = {"format": FILE_FORMAT, "arch_spec": spec.to_json(), "arch": spec.name, "family": spec.family,
-                "function": function, "object_id": object_id, "class_name": o["class_name"],
-                "label": str(o["label"]), "split": o["split"], "gate": json.dumps(gate, sort_keys=True)}
+        meta = inr_metadata(spec, function, object_id, self.manifest["objects"][object_id], gate)
         sha, n = write_inr_file(self.root / rel, state_dict, meta)
         entry = self._entry(meta, rel, sha, n)
         self.inrs[inr_key(object_id, function, spec.name)] = entry

@@ -1,0 +1,173 @@
+"""The model trained end to end: encoder + decoder heads + SigLIP parameters (:class:`GMNModel`).
+
+One step, for a batch of ``B`` pairs (main paper eq. 4): ``L = w_R L_R + lambda L_C + mu L_2``,
+where ``L_R`` is the mean over the ``2B`` INRs of each INR's reconstruction loss (rendering for
+radiance, query points for implicit functions), ``L_C`` is SigLIP between the ``A`` and ``B``
+embeddings, ``L_2`` their mean squared distance. With ``N`` processes the terms are written so
+that DistributedDataParallel's gradient average equals the single-process gradient: ``L_R`` is
+summed over local INRs and divided by the global count / N; SigLIP is computed over the gathered
+global batch with gradient through the local embeddings (see :meth:`GMNModel._contrastive`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from gmn_inr.checkpoint import CheckpointError, load_state_strict, read_checkpoint
+from gmn_inr.decoder import make_decoders
+from gmn_inr.encoder import GMNEncoder
+from gmn_inr.fields.activations import FUNCTIONS, radiance_from_raw
+from gmn_inr.losses import (SigLIP, convert_target, implicit_loss, implicit_query_points, l2_alignment,
+                            rendering_loss)
+from gmn_inr.render import composite, random_rays, sample_along_rays
+
+from .config import TrainConfig
+
+
+class GMNModel(nn.Module):
+    """Encoder + decoder heads + SigLIP parameters; ``forward`` returns the loss terms of a step.
+
+    All losses are computed inside ``forward`` so DistributedDataParallel sees every parameter
+    that receives a gradient.
+    """
+
+    def __init__(self, config: TrainConfig, functions: Sequence[str]):
+        super().__init__()
+        self.config = config
+        w = config.weights()
+        self.encoder = GMNEncoder.from_preset(config.preset, **config.encoder)
+        self.functions = list(functions)
+        self.decoders = (make_decoders(self.encoder.embed_dim, self.functions, config.preset, config.unified,
+                                       **config.decoder) if w.recon > 0 else nn.ModuleDict())
+        self.siglip = SigLIP() if w.contrastive > 0 else None
+
+    #: teachers rebuilt from disk are kept (records may re-read their file on every .field())
+    TEACHER_CACHE = 4096
+
+    def teacher(self, record) -> nn.Module:
+        cache = self.__dict__.setdefault("_teachers", {})
+        key = id(record)
+        hit = cache.get(key)
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        f = record.field().to(self.encoder.readout.weight.device)
+        if len(cache) >= self.TEACHER_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = (record, f)
+        return f
+
+    def head_of(self, function: str) -> str:
+        if function == "radiance" or self.config.unified is None:
+            return function
+        return self.config.unified
+
+    def forward(self, batch, records: Sequence[Any], seeds: Sequence[int], n_global_inrs: int,
+                world: int = 1, labels: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """``batch``: PyG batch of the local ``2n`` graphs (all A's, then all B's);
+        ``seeds [2n]``: one RNG seed per INR; ``labels [B, B]``: SigLIP labels of the global
+        batch (None: only pair j matches j). Returns the (local, DDP-scaled) loss terms."""
+        w = self.config.weights()
+        z = self.encoder(batch)                                     # [2n, D]
+        n = z.shape[0] // 2
+        terms: dict[str, torch.Tensor] = {}
+        if w.recon > 0:
+            terms.update(self._reconstruction(z, records, seeds, n_global_inrs, world))
+        if w.contrastive > 0:
+            terms["contrastive"] = self._contrastive(z[:n], z[n:], world, labels)
+        if w.l2 > 0:
+            terms["l2"] = l2_alignment(z[:n], z[n:])
+        return terms
+
+    # reconstruction: sum over local INRs / (global INR count / world) = the global mean after DDP
+    def _reconstruction(self, z, records, seeds, n_global, world) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        scale = world / n_global
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            if r.function not in FUNCTIONS:
+                raise ValueError(f"record {getattr(r, 'object_id', '?')}/{getattr(r, 'arch', '?')} has unknown "
+                                 f"function {r.function!r}")
+            head = self.head_of(r.function)
+            if head not in self.decoders:
+                raise ValueError(f"no decoder head for {head!r} (this model decodes {list(self.decoders)}); "
+                                 f"set TrainConfig.functions to include {r.function!r}")
+            groups.setdefault(head, []).append(i)
+        out: dict[str, torch.Tensor] = {}
+        dev = z.device
+        # random numbers come from CPU generators and are moved afterwards, so a run draws the same
+        # rays and points on any device and in any process
+        for head, idx in groups.items():
+            dec = self.decoders[head]
+            gens = [torch.Generator().manual_seed(seeds[i]) for i in idx]
+            zi = z[idx]
+            if head == "radiance":
+                pts, delta, t_rgb, t_acc = [], [], [], []
+                for i, g in zip(idx, gens):
+                    ro, rd = random_rays(cfg.rays_per_inr, g)
+                    p, _, d = sample_along_rays(ro, rd, cfg.samples_per_ray, stratified=True, generator=g)
+                    p, d = p.to(dev), d.to(dev)
+                    with torch.no_grad():
+                        rgb, sigma = radiance_from_raw(self.teacher(records[i])(p))
+                        c, a, _ = composite(rgb, sigma, d, cfg.background)
+                    pts.append(p), delta.append(d), t_rgb.append(c), t_acc.append(a)
+                pts = torch.stack(pts)                                # [k, R, S, 3]
+                raw = dec(zi, pts)                                    # [k, R, S, 4]
+                rgb, sigma = radiance_from_raw(raw)
+                pred, _, _ = composite(rgb, sigma, torch.stack(delta), cfg.background)
+                per_inr = rendering_loss(pred, torch.stack(t_rgb), torch.stack(t_acc), reduction="none")
+                key = "render"
+            else:
+                xyz, tgt = [], []
+                for i, g in zip(idx, gens):
+                    teacher = self.teacher(records[i])
+                    p, v = implicit_query_points(lambda x: teacher(x.to(dev)).cpu(), cfg.points_per_inr, g,
+                                                 near_fraction=cfg.near_fraction)
+                    p, v = p.to(dev), v.to(dev)
+                    xyz.append(p), tgt.append(convert_target(v, records[i].function, head))
+                pred = dec(zi, torch.stack(xyz)).squeeze(-1)          # [k, P]
+                per_inr = implicit_loss(pred, torch.stack(tgt), head, reduction="none")
+                key = "implicit"
+            val = per_inr.sum() * scale
+            out[key] = out[key] + val if key in out else val
+        return out
+
+    def _contrastive(self, za: torch.Tensor, zb: torch.Tensor, world: int,
+                     labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SigLIP over the global batch. With ``world`` processes, the other processes' embeddings
+        arrive without gradient; the returned value ``N L(mixed) - (N - 1) L(all detached)`` equals
+        ``L`` and gives the local embeddings ``N`` times their gradient (DDP divides by ``N``) and
+        ``log_t``, ``b`` exactly their gradient."""
+        if labels is not None:
+            labels = labels.to(za.device)
+        if world == 1:
+            return self.siglip(za, zb, labels)
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+        ga = [torch.empty_like(za) for _ in range(world)]
+        gb = [torch.empty_like(zb) for _ in range(world)]
+        dist.all_gather(ga, za.detach().contiguous())
+        dist.all_gather(gb, zb.detach().contiguous())
+        all_a, all_b = torch.cat(ga), torch.cat(gb)
+        ga[rank], gb[rank] = za, zb
+        mixed = self.siglip(torch.cat(ga), torch.cat(gb), labels)
+        detached = self.siglip(all_a, all_b, labels)
+        return world * mixed - (world - 1) * detached
+
+
+def load_model(path: str | Path) -> tuple["GMNModel", dict[str, str], dict[str, torch.Tensor]]:
+    """Rebuild the :class:`GMNModel` stored in a checkpoint; returns ``(model, metadata, tensors)``."""
+    meta, tensors = read_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(json.loads(meta["config"]))
+        functions = json.loads(meta["functions"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint metadata is damaged ({exc})") from None
+    model = GMNModel(config, functions)
+    state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    load_state_strict(model, state, f"checkpoint {path}")
+    return model, meta, tensors

@@ -87,6 +87,7 @@ class NodeType(IntEnum):
     HASH_ENTRY_HASHED = 7
     OCTREE_VERTEX = 8
     VOXEL_CELL = 9     #: spare code for user grids (dense voxel grids, K-planes, ...)
+    GAIN = 10          #: a weight-normalised layer's gain node (one per layer, like a bias node)
 
 
 class EdgeType(IntEnum):
@@ -96,6 +97,9 @@ class EdgeType(IntEnum):
     HASH = 3
     OCTREE = 4
     VOXEL = 5
+    GAIN = 6           #: weight norm: the gain ``g[o]`` of neuron ``o`` (from the layer's gain node)
+    NORM_SCALE = 7     #: LayerNorm: ``gamma[i]`` on the edge from neuron ``i`` to its normalised copy
+    RESIDUAL = 8       #: an identity skip ``y = f(x) + x``: value 1, from ``x[i]`` to ``y[i]``
 
 
 NUM_NODE_TYPES = 16

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "zoo": ("gmn_inr.zoo.cli", "build, inspect and show an INR zoo"),
     "train": ("gmn_inr.training.cli", "train the graph meta-network encoder"),
     "embed": ("gmn_inr.embedder", "embed every INR of a store with a trained encoder"),
+    "search": ("gmn_inr.search", "build an on-disk nearest-neighbour index of a store; query it with INR files or keys"),
 }
 
 

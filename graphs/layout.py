@@ -100,6 +100,8 @@ class NodeType(IntEnum):
     HASH_ENTRY_DENSE = 6
     HASH_ENTRY_HASHED = 7
     OCTREE_VERTEX = 8  #: also the generic grid storage cell of new families (role "cell")
+    # 9 is free (it was the voxel example's own code; plug-ins now use the role "cell")
+    GAIN = 10          #: a weight-normalised layer's gain node (one per layer, like a bias node)
 
 
 class EdgeType(IntEnum):
@@ -108,6 +110,10 @@ class EdgeType(IntEnum):
     PLANE = 2
     HASH = 3
     OCTREE = 4         #: also the generic "cell -> channel" edge of new families
+    # 5 is free (it was the voxel example's own code)
+    GAIN = 6           #: weight norm: the gain ``g[o]`` of neuron ``o`` (from the layer's gain node)
+    NORM_SCALE = 7     #: LayerNorm: ``gamma[i]`` on the edge from neuron ``i`` to its normalised copy
+    RESIDUAL = 8       #: an identity skip ``y = f(x) + x``: value 1, from ``x[i]`` to ``y[i]``
 
 
 NUM_NODE_TYPES = 16

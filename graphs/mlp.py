@@ -51,6 +51,26 @@ def raw_input_nodes(builder: GraphBuilder, n: int) -> torch.Tensor:
     return builder.add_nodes(node_features(n, L.NodeType.INPUT, layer=0, pos=pos))
 
 
+def add_linear(builder: GraphBuilder, input_ids: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+               layer: int, node_type: int = L.NodeType.HIDDEN, act: str = "identity",
+               out: Optional[torch.Tensor] = None, what: str = "linear layer") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One linear layer ``y = W x + b`` on top of the neurons ``input_ids``: ``W.shape[0]`` new
+    neurons, the edge ``i -> o`` holding ``W[o, i]`` (row-major order of ``W``) and, with a bias,
+    a bias node with an edge to each neuron. Returns ``(neuron ids, bias node id [1] or None)``."""
+    n_out, n_in = weight.shape
+    if n_in != input_ids.shape[0]:
+        raise GraphError(f"{what}: weight is [{n_out}, {n_in}] but the previous layer has {input_ids.shape[0]} neurons")
+    ids = builder.add_nodes(node_features(n_out, node_type, layer=layer, out=out, act=act))
+    src = input_ids.repeat(n_out)                       # row-major: o slowest, i fastest
+    dst = ids.repeat_interleave(n_in)
+    builder.add_edges(src, dst, edge_features(weight.reshape(-1), L.EdgeType.WEIGHT, layer=layer, act=act))
+    bias_ids = None
+    if bias is not None:
+        bias_ids = builder.add_nodes(node_features(1, L.NodeType.BIAS, layer=layer))
+        builder.add_edges(bias_ids.expand(n_out), ids, edge_features(bias, L.EdgeType.BIAS, layer=layer, act=act))
+    return ids, bias_ids
+
+
 def add_mlp(builder: GraphBuilder, input_ids: torch.Tensor, linears: Sequence[nn.Linear],
             activations: Sequence[str], input_probe: Optional[torch.Tensor] = None,
             act_fns: Optional[Sequence[Callable[[torch.Tensor], torch.Tensor]]] = None) -> torch.Tensor:
@@ -72,23 +92,13 @@ def add_mlp(builder: GraphBuilder, input_ids: torch.Tensor, linears: Sequence[nn
         builder.set_probe(input_ids, probe)
     n_layers = len(linears)
     for k, (lin, act) in enumerate(zip(linears, activations), start=1):
-        w = lin.weight
-        n_out, n_in = w.shape
-        if n_in != prev.shape[0]:
-            raise GraphError(f"layer {k}: weight is [{n_out}, {n_in}] but the previous layer has {prev.shape[0]} neurons")
         is_out = k == n_layers
-        ntype = L.NodeType.OUTPUT if is_out else L.NodeType.HIDDEN
-        outs = torch.arange(n_out) if is_out else None
-        ids = builder.add_nodes(node_features(n_out, ntype, layer=k, out=outs, act=act))
-        src = prev.repeat(n_out)                       # row-major: o slowest, i fastest
-        dst = ids.repeat_interleave(n_in)
-        builder.add_edges(src, dst, edge_features(w.reshape(-1), L.EdgeType.WEIGHT, layer=k, act=act))
-        if lin.bias is not None:
-            b = builder.add_nodes(node_features(1, L.NodeType.BIAS, layer=k))
-            builder.add_edges(b.expand(n_out), ids, edge_features(lin.bias, L.EdgeType.BIAS, layer=k, act=act))
-            if probe is not None:
-                builder.set_probe(b, torch.ones(1, probe.shape[1]))
+        ids, bias_ids = add_linear(builder, prev, lin.weight, lin.bias, layer=k,
+                                   node_type=L.NodeType.OUTPUT if is_out else L.NodeType.HIDDEN, act=act,
+                                   out=torch.arange(lin.out_features) if is_out else None, what=f"layer {k}")
         if probe is not None:
+            if bias_ids is not None:
+                builder.set_probe(bias_ids, torch.ones(1, probe.shape[1]))
             with torch.no_grad():
                 probe = act_fns[k - 1](lin(probe.t())).t()            # [n_out, K]
             builder.set_probe(ids, probe)

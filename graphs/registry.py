@@ -11,6 +11,8 @@ from typing import Callable, Dict, Type
 import torch
 from torch import nn
 
+from .graph import GraphError
+
 ENTRY_POINT_GROUP = "gmn_inr.graph_converters"
 
 Converter = Callable[[nn.Module], "ParameterGraph"]  # noqa: F821
@@ -93,7 +95,27 @@ def to_graph(module: nn.Module):
     """Convert ``module`` into a :class:`~graphs.ParameterGraph` through the registry."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"to_graph takes an nn.Module, got {type(module).__name__}")
-    converter = find_converter(module)
+    try:
+        converter = find_converter(module)
+    except UnregisteredArchitectureError as exc:
+        check_finite(module)
+        converter = _tracing_fallback(module, exc)
     check_finite(module)
     with torch.no_grad():
         return converter(module).validate()
+
+
+class UntraceableModuleError(UnregisteredArchitectureError, GraphError):
+    """No converter is registered for the module's type and tracing it failed too."""
+
+
+def _tracing_fallback(module: nn.Module, unregistered: UnregisteredArchitectureError) -> Converter:
+    """A module with no registered converter is traced (``graphs.traced``); when that fails the
+    error names the operation tracing could not place, then the recipe for a converter."""
+    from .traced import TraceError, trace_to_graph
+
+    try:
+        graph = trace_to_graph(module)
+    except TraceError as exc:
+        raise UntraceableModuleError(f"tracing {type(module).__name__} as an MLP failed: {exc}\n{unregistered}") from None
+    return lambda _m: graph

@@ -65,3 +65,17 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
     again = json.loads((out / "unseen_arch.json").read_text())
     assert again["training"]["L_R"]["steps"] == report["training"]["L_R"]["steps"] == 12
     assert again["retrieval"] == report["retrieval"]
+
+
+def test_search_speed_smoke(tmp_path):
+    out = tmp_path / "search_speed.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "search_speed.py"), "--n", "2000", "--real", "8", "--queries", "10",
+           "--preset", "tiny", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["embed"]["inrs_per_s"] > 0 and report["meta"]["n"] == 2000
+    assert report["index"]["exact"]["recall@10_vs_exact"] == 1.0
+    for kind, r in report["index"].items():
+        assert r["build_s"] > 0 and r["query_ms_single"] > 0 and 0.0 <= r["recall@10_vs_exact"] <= 1.0
+    assert "embed:" in proc.stdout and "recall@10 vs exact" in proc.stdout

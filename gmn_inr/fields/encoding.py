@@ -48,13 +48,20 @@ class FrequencyEncoding(nn.Module):
                 axis = torch.cat([torch.arange(3), axis])
                 freq = torch.cat([torch.ones(3), freq])
                 phase = torch.cat([torch.zeros(3, dtype=torch.long), phase])
+        if getattr(spec, "input_range", "signed") == "unit":
+            # sin(f (x + 1) / 2 + s) = sin((f / 2) x + s + f / 2): the same function of xyz in [-1, 1]
+            base_shift = torch.where(phase == PHASE_COS, math.pi / 2, 0.0) + freq / 2
+            freq = freq / 2
+        else:
+            base_shift = None
         self.register_buffer("axis", axis.long(), persistent=False)
         self.register_buffer("freq", freq.float(), persistent=False)
         self.register_buffer("phase", phase.long(), persistent=False)
         # sin(f x + pi/2) = cos(f x); the raw coordinate is selected by a mask, not a phase
-        shift = torch.where(self.phase == PHASE_COS, math.pi / 2, 0.0)
+        shift = torch.where(self.phase == PHASE_COS, math.pi / 2, 0.0) if base_shift is None else base_shift
         self.register_buffer("shift", shift, persistent=False)
         self.register_buffer("is_raw", self.phase == PHASE_RAW, persistent=False)
+        self.unit_input = getattr(spec, "input_range", "signed") == "unit"
 
     @property
     def out_dim(self) -> int:
@@ -65,4 +72,4 @@ class FrequencyEncoding(nn.Module):
             raise ValueError(f"FrequencyEncoding expects xyz [..., 3], got {tuple(xyz.shape)}")
         x = xyz[..., self.axis]                      # [..., D]
         enc = torch.sin(x * self.freq + self.shift)
-        return torch.where(self.is_raw, x, enc)
+        return torch.where(self.is_raw, (x + 1.0) * 0.5 if self.unit_input else x, enc)

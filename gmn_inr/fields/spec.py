@@ -55,8 +55,13 @@ class FrequencySpec:
     n_freqs: int = 24
     include_input: bool = False
     style: str = "tcnn"
+    #: "signed": the encoding reads xyz in [-1, 1]; "unit": it reads (xyz + 1) / 2 in [0, 1], as
+    #: tiny-cuda-nn fields do (nf2vec's NeRFs normalise by their aabb first)
+    input_range: str = "signed"
 
     def validate(self) -> None:
+        if self.input_range not in ("signed", "unit"):
+            raise SpecError(f"FrequencySpec.input_range must be 'signed' or 'unit', got {self.input_range!r}")
         if self.n_freqs < 0:
             raise SpecError(f"FrequencySpec.n_freqs must be >= 0, got {self.n_freqs}")
         if self.style not in ("tcnn", "nerf"):
@@ -210,7 +215,12 @@ class ArchSpec:
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        # conventions added later are written only when they differ from the default, so specs
+        # (and zoo files) that do not use them serialise exactly as before
+        if d.get("encoding") is not None and d["encoding"].get("input_range") == "signed":
+            del d["encoding"]["input_range"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -1,0 +1,151 @@
+"""Loaders for INR files researchers hold; each returns a field and refuses a foreign file by name.
+
+=========================  ===================================================  ==========================
+format                     file                                                 returns
+=========================  ===================================================  ==========================
+``gmn_inr``                safetensors with ``arch_spec`` metadata              the field (any family)
+                           (:func:`save_field`, or a zoo INR file)
+``nf2vec``                 PyTorch state dict ``{'mlp_base.params': flat}`` of  ``MLPField`` (tcnn order,
+                           a tcnn Frequency(24) + FullyFusedMLP(ReLU, 3 x 64)   ``input_range="unit"``)
+                           NeRF (nf2vec's ``nerf_weights.pth``)
+=========================  ===================================================  ==========================
+
+The layouts are written down in ``docs/formats.md``. PyTorch files are read with
+``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and plain containers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, SpecError, load_field
+
+FIELD_FORMAT = "gmn_inr.field/1"
+FORMATS = ("gmn_inr", "nf2vec")
+
+
+class FormatError(ValueError):
+    """A file that is not in the format asked for (or in none that gmn_inr reads)."""
+
+
+def save_field(field: nn.Module, path: str | Path, **meta: str) -> Path:
+    """Write a field's ``state_dict`` and ``arch_spec`` (plus string ``meta``) to a safetensors file
+    that :func:`load_inr` reads back (atomically)."""
+    from gmn_inr.zoo.store import write_inr_file
+
+    spec = getattr(field, "spec", None)
+    if not isinstance(spec, ArchSpec):
+        raise TypeError(f"save_field needs a gmn_inr field with an ArchSpec, got {type(field).__name__}")
+    path = Path(path)
+    write_inr_file(path, field.state_dict(), {"format": FIELD_FORMAT, "arch_spec": spec.to_json(), **meta})
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as exc:
+        raise FormatError(f"{path} is not a readable safetensors file: {exc}") from None
+
+
+def load_gmn_field(path: str | Path) -> nn.Module:
+    """A field saved by :func:`save_field` or stored in a zoo (``arch_spec`` in the metadata)."""
+    path = Path(path)
+    tensors, meta = _read_safetensors(path)
+    if "arch_spec" not in meta:
+        raise FormatError(f"{path} is a safetensors file without 'arch_spec' metadata: not a gmn_inr field")
+    try:
+        return load_field(ArchSpec.from_json(meta["arch_spec"]), tensors).eval()
+    except (SpecError, ValueError) as exc:
+        raise FormatError(f"{path}: {exc}") from None
+
+
+def _torch_state(path: Path) -> dict:
+    try:
+        obj = torch.load(str(path), weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise FormatError(f"{path} is not a PyTorch file of tensors (read with weights_only=True): "
+                          f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise FormatError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def nf2vec_spec(n_freqs: int = 24, hidden_layers: int = 3, hidden_dim: int = 64, out_dim: int = 4) -> ArchSpec:
+    """The ArchSpec of an nf2vec NeRF: tcnn Frequency encoding of the aabb-normalised [0, 1] input,
+    FullyFusedMLP (ReLU, no biases), 4 raw outputs (r, g, b, density before activation)."""
+    return ArchSpec(family="mlp", out_dim=out_dim, name="nf2vec",
+                    mlp=MLPSpec(hidden_layers=hidden_layers, hidden_dim=hidden_dim, activation="relu", bias=False),
+                    encoding=FrequencySpec(n_freqs=n_freqs, include_input=False, style="tcnn", input_range="unit"))
+
+
+def _pad16(n: int) -> int:
+    return (n + 15) // 16 * 16
+
+
+def load_nf2vec(path: str | Path, n_freqs: int = 24, hidden_layers: int = 3, hidden_dim: int = 64) -> nn.Module:
+    """An nf2vec NeRF (``nerf_weights.pth``): ``{'mlp_base.params': flat tcnn parameters}`` -> ``MLPField``.
+
+    tcnn's FullyFusedMLP stores its layers' weights one after another, each row-major ``[out, in]``,
+    the input width padded to a multiple of 16 and the last layer's output to a multiple of 16 (the
+    padding holds values the network never uses); a Frequency encoding has no parameters. The field
+    maps xyz in [-1, 1] (the NeRF's aabb) to the same raw outputs as the tcnn network on [0, 1]."""
+    path = Path(path)
+    state = _torch_state(path)
+    if "mlp_base.params" not in state:
+        raise FormatError(f"{path} is not an nf2vec NeRF: no 'mlp_base.params' among its keys "
+                          f"{sorted(state)[:6]}")
+    params = torch.as_tensor(state["mlp_base.params"]).detach().float().reshape(-1)
+    spec = nf2vec_spec(n_freqs, hidden_layers, hidden_dim)
+    n_in = spec.encoding.out_dim
+    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) + [(_pad16(4), hidden_dim)]
+    sizes = [a * b for a, b in shapes]
+    if params.numel() != sum(sizes):
+        raise FormatError(f"{path}: 'mlp_base.params' has {params.numel()} values; an nf2vec NeRF with {n_freqs} "
+                          f"frequencies and {hidden_layers} x {hidden_dim} ReLU layers has {sum(sizes)}")
+    from gmn_inr.fields import build_field
+
+    field = build_field(spec)
+    with torch.no_grad():
+        for lin, chunk, (a, b) in zip(field.mlp.layers, torch.split(params, sizes), shapes):
+            lin.weight.copy_(chunk.view(a, b)[:lin.out_features, :lin.in_features])
+    return field.eval()
+
+
+def sniff_format(path: str | Path) -> str:
+    """Which of :data:`FORMATS` a file is in (by its content, not its name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path} does not exist or is not a file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        return "gmn_inr"
+    if head[:2] == b"PK" or path.suffix in (".pth", ".pt"):
+        state = _torch_state(path)
+        if "mlp_base.params" in state:
+            return "nf2vec"
+        raise FormatError(f"{path}: a PyTorch state dict with keys {sorted(state)[:6]} is in no format gmn_inr reads "
+                          f"({', '.join(FORMATS)}); build the module and call graphs.to_graph on it")
+    raise FormatError(f"{path} is in no format gmn_inr reads ({', '.join(FORMATS)})")
+
+
+LOADERS = {"gmn_inr": load_gmn_field, "nf2vec": load_nf2vec}
+
+
+def load_inr(path: str | Path, fmt: Optional[str] = None) -> nn.Module:
+    """The field of an INR file; ``fmt`` one of :data:`FORMATS` (default: recognised from the content)."""
+    fmt = fmt or sniff_format(path)
+    if fmt not in LOADERS:
+        raise FormatError(f"unknown INR format {fmt!r}; known: {', '.join(FORMATS)}")
+    return LOADERS[fmt](path)
+
+
+__all__ = ["FIELD_FORMAT", "FORMATS", "FormatError", "load_gmn_field", "load_inr", "load_nf2vec", "nf2vec_spec",
+           "save_field", "sniff_format"]

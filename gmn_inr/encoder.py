@@ -69,6 +69,11 @@ class EncoderConfig:
     #: statistics in eval, no affine): it removes what every INR shares, which SigLIP's gradient
     #: cannot move (it is orthogonal to a common direction) and which otherwise hides the rest
     embed_norm: bool = False
+    #: subtract the embedding of the same graph with every parameter value set to 0 (computed
+    #: without gradient): what the architecture alone contributes, the same for every INR of it.
+    #: Read from the weights alone, that part is ~1e4 times the per-INR part, so cosines are ~1
+    #: and SigLIP's gradient (orthogonal to a shared direction) cannot separate the INRs.
+    value_baseline: bool = False
 
     def validate(self) -> None:
         for k in ("hidden", "embed_dim", "value_freqs"):
@@ -203,10 +208,10 @@ class GMNEncoder(nn.Module):
     def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
                  value_freqs: int = 64, efficient: bool = True, probe_dim: int = NUM_PROBES,
                  output_readout: bool = True, probe_readout: bool = False, value_norm: bool = False,
-                 embed_norm: bool = False):
+                 embed_norm: bool = False, value_baseline: bool = False):
         super().__init__()
         self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient, probe_dim, output_readout,
-                                    probe_readout, value_norm, embed_norm)
+                                    probe_readout, value_norm, embed_norm, value_baseline)
         self.config.validate()
         h = hidden
         # pre-encoder: type codes through embedding tables, the scaled columns through a
@@ -341,16 +346,27 @@ class GMNEncoder(nn.Module):
         deg = torch.bincount(dst, minlength=x.shape[0]).clamp_min(1)
         inv_deg = (1.0 / deg.to(x.dtype)).unsqueeze(1)            # nodes without inputs get a = 0
         edge_graph = node_graph.index_select(0, src)
-        h = self.encode_nodes(x, probe, probe_index)
-        e = self.encode_edges(edge_attr, edge_graph)
-        for block in self.blocks:
-            h, e = block(h, e, src, dst, inv_deg)
-        z = self._readout(h, e, x, edge_graph, node_graph, num_graphs, probe, probe_index)
+        args = (x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index)
+        z = self._embed(edge_attr, *args)
+        if self.config.value_baseline:
+            with torch.no_grad():
+                zero = edge_attr.clone()
+                zero[:, E_VALUE] = 0
+                base = self._embed(zero, *args)
+            z = z - base
         if self.config.embed_norm:
             # batch statistics need two graphs; a single graph in training uses the running ones
             z = F.batch_norm(z, self.embed_mean, self.embed_var, training=self.training and num_graphs > 1,
                              momentum=0.1, eps=1e-5)
         return z
+
+    def _embed(self, edge_attr, x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index):
+        """Pre-encoder, blocks and readout: ``[G, D]`` before ``embed_norm``."""
+        h = self.encode_nodes(x, probe, probe_index)
+        e = self.encode_edges(edge_attr, edge_graph)
+        for block in self.blocks:
+            h, e = block(h, e, src, dst, inv_deg)
+        return self._readout(h, e, x, edge_graph, node_graph, num_graphs, probe, probe_index)
 
     def _probe_inputs(self, batch, n_nodes: int, dtype: torch.dtype):
         """``(probe [M, K], probe_index [M])`` of a batch, checked; ``(None, None)`` if not read."""

@@ -155,20 +155,71 @@ class GraphTemplate:
         return ParameterGraph(self.x.clone(), self.edge_index.clone(), ea, spec=self.spec, name=self.name,
                               probe=self.probe(field), probe_index=self.probe_index.clone())
 
-    def convert_batch(self, fields: Sequence[nn.Module]):
+    def _batch_values(self, fields: Sequence[nn.Module]) -> torch.Tensor:
+        """``[B, E]`` every field's parameters in edge order: one stack per parameter, not per field."""
+        slots = zip(*(self._value_tensors(f) for f in fields))
+        v = torch.cat([torch.stack([t.detach() for t in ts]).reshape(len(fields), -1) for ts in slots], dim=1)
+        if not all_finite(v):
+            for f in fields:
+                self.values(f)                      # raises, naming the field's parameter
+        return v
+
+    def _batch_probe(self, fields: Sequence[nn.Module]) -> torch.Tensor:
+        """``[B, M, K]`` probe rows of ``fields``: the per-field forward of :meth:`probe` run for all
+        fields at once (stacked weights, batched products), the same operations element for element
+        (tests/test_graphs.py checks the batch against one-at-a-time conversion bit for bit)."""
+        B, K = len(fields), self.points.shape[0]
+        f0 = fields[0]
+        out = torch.empty(B, self.num_probe_rows, K)
+        with torch.no_grad():
+            parts = []
+            if self.hash_lookup is not None:
+                idx, w = self.hash_lookup
+                g = f0.grid
+                table = torch.stack([f.grid.params.detach() for f in fields]).view(B, -1, g.n_features)
+                feats = table.index_select(1, idx).view(B, *w.shape, g.n_features)
+                part = (w.unsqueeze(-1) * feats).sum(3)                           # [B, L, K, F]
+                parts.append(part.permute(0, 2, 1, 3).reshape(B, K, g.out_dim))
+            elif self.has_grid:
+                parts.append(torch.stack([f.grid_features(self.points) for f in fields]))
+            if self.enc_probe is not None:
+                parts.append(self.enc_probe.expand(B, *self.enc_probe.shape))
+            h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)         # [B, K, n_in]
+            out[:, :h.shape[2]] = h.transpose(1, 2)
+            last = len(f0.mlp.layers) - 1
+            for k in range(last + 1):
+                lins = [f.mlp.layers[k] for f in fields]
+                wt = torch.stack([lin.weight.detach() for lin in lins]).transpose(1, 2)   # [B, in, out]
+                if lins[0].bias is not None:
+                    bias = torch.stack([lin.bias.detach() for lin in lins]).unsqueeze(1)
+                    h = torch.baddbmm(bias, h, wt)
+                else:
+                    h = torch.matmul(h, wt)
+                if k != last:
+                    h = f0.mlp.act(h)
+                out[:, self.rows[k]:self.rows[k] + h.shape[2]] = h.transpose(1, 2)
+            for r in self.bias_rows:
+                out[:, r] = 1.0
+        if not all_finite(out):
+            raise GraphError("probe features hold NaN or inf (the network diverges at a probe point)")
+        return out
+
+    def convert_batch(self, fields: Sequence[nn.Module], exact_loop: bool = False):
         """One PyG ``Batch`` of ``fields`` (all of this template's spec), equal to
-        ``Batch.from_data_list([to_graph(f).to_pyg() for f in fields])``."""
+        ``Batch.from_data_list([to_graph(f).to_pyg() for f in fields])``. ``exact_loop``: probes
+        one field at a time (the reference the batched forward is tested against)."""
         from torch_geometric.data import Batch, Data
 
         B = len(fields)
         N, E, M = self.x.shape[0], self.edge_attr.shape[0], self.num_probe_rows
         ea = self.edge_attr.repeat(B, 1)                                         # [B E, EDGE_DIM]
-        vals = torch.empty(B, E)
-        probe = torch.empty(B, M, self.points.shape[0])
-        for b, f in enumerate(fields):           # per field only what depends on its weights
-            vals[b] = self.values(f)
-            self.probe(f, out=probe[b])
-        ea[:, L.E_VALUE] = vals.reshape(-1)
+        ea[:, L.E_VALUE] = self._batch_values(fields).reshape(-1)
+        if exact_loop:
+            probe = torch.empty(B, M, self.points.shape[0])
+            for b, f in enumerate(fields):
+                self.probe(f, out=probe[b])
+        else:
+            probe = self._batch_probe(fields)
         node_off = torch.arange(B) * N                                            # [B]
         ei = (self.edge_index.unsqueeze(1) + node_off.view(1, B, 1)).reshape(2, B * E)
         pi = (self.probe_index.unsqueeze(0) + node_off.view(B, 1)).reshape(-1)

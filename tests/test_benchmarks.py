@@ -111,8 +111,14 @@ def test_zoo_fit_speed_smoke(tmp_path):
     assert {r["arch"] for r in rows} >= {"MLP", "TRI", "HASH", "OCT"}
 
 
-def test_implicit_functions_smoke(tiny_zoo, tmp_path):
-    _run([ROOT / "benchmarks" / "implicit_functions.py", "--preset", "smoke", "--zoo", tiny_zoo, "--steps", "2",
+def test_implicit_functions_smoke(tmp_path):
+    from gmn_inr.zoo.build import build_zoo, preset_config
+
+    # the tiny zoo has one implicit function per object; this script pairs two of them
+    zoo = tmp_path / "zoo"
+    build_zoo(zoo, config=preset_config("tiny", per_class=6, archs={"sdf": ["HASH"], "udf": ["HASH"]}), progress=False,
+              log=lambda *a: None)
+    _run([ROOT / "benchmarks" / "implicit_functions.py", "--preset", "smoke", "--zoo", zoo, "--steps", "2",
           "--out", tmp_path / "results", "--runs", tmp_path / "runs", "--threads", "1"], timeout=600)
     report = json.loads((tmp_path / "results" / "implicit_functions.json").read_text())
     assert report["retrieval"] and all(0.0 <= r["mean@1"] <= 1.0 for r in report["retrieval"].values())

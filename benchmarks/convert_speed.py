@@ -49,7 +49,6 @@ def make_field(name: str, preset: str, seed: int = 0):
 def _peak_extra_rss(name: str, preset: str, q) -> None:
     field = make_field(name, preset)
     to_graph(make_field("MLP-32H", preset))          # warm the code paths, not this graph
-    to_graph(make_field(name, preset, seed=1))       # and its template: the per-INR cost is measured
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     g = to_graph(field)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

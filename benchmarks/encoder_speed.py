@@ -66,7 +66,10 @@ def blocks_only(enc: GMNEncoder, batch):
     """A closure running only the message-passing blocks (forward + backward) on fixed inputs."""
     x, ei = batch.x, batch.edge_index
     with torch.no_grad():
-        h0 = enc.encode_nodes(x)
+        # the encoder reads probe features by default: encode_nodes needs them (issue 14: calling it
+        # without them crashed the script)
+        probe = getattr(batch, "probe", None) if enc.node_probe is not None else None
+        h0 = enc.encode_nodes(x, probe, getattr(batch, "probe_index", None) if probe is not None else None)
         e0 = enc.encode_edges(batch.edge_attr)
     src, dst = ei[0], ei[1]
     inv = (1.0 / torch.bincount(dst, minlength=x.shape[0]).clamp_min(1).float()).unsqueeze(1)
@@ -142,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="results/encoder_speed.json")
     ap.add_argument("--plugin", action="append", default=[], help="a file or module registering families")
+    ap.add_argument("--smoke", action="store_true", help="tiny preset only, 1 repeat, 2 INRs (the suite's check)")
     args = ap.parse_args(argv)
     global FAMILIES
     from gmn_inr.bench import tune_malloc
@@ -153,16 +157,20 @@ def main(argv=None) -> int:
     tune_malloc()                                   # both variants run with the same allocator settings
     if args.threads:
         torch.set_num_threads(args.threads)
-    repeats = 3 if args.quick else 5
+    repeats = 1 if args.smoke else 3 if args.quick else 5
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"load average before: {load}")
-    mm = matmul_rate(5)
+    mm = matmul_rate(1 if args.smoke else 5)
     print(f"machine matmul rate: {mm['square_1024']:.1f} GFLOP/s (1024^2 square), "
           f"{mm['edges_50k_x128']:.1f} GFLOP/s ([50000,128] @ [128,128])")
 
     rows = []
-    cases = [("cpu", f) for f in FAMILIES] + [("paper", f) for f in (("MLP", "HASH") if args.quick else FAMILIES)]
+    presets = ("tiny",) if args.smoke else ("cpu", "paper")
+    if args.smoke:
+        cases = [("tiny", f) for f in FAMILIES]
+    else:
+        cases = [("cpu", f) for f in FAMILIES] + [("paper", f) for f in (("MLP", "HASH") if args.quick else FAMILIES)]
     print(f"\n{'preset':6} {'family':6} {'edges':>7} | {'blocks eff':>10} {'plain':>8} {'x':>5} {'GF/s eff':>8} "
           f"{'plain':>6} | {'encoder eff':>11} {'plain':>8} {'x':>5} {'GF/s eff':>8} {'plain':>6} | max|diff|")
     for preset, fam in cases:
@@ -177,9 +185,9 @@ def main(argv=None) -> int:
     tp = []
     print(f"\nembedding throughput (inference, graph conversion included):")
     print(f"{'preset':6} {'family':6} {'edges':>7} {'INRs/s':>8} {'encoder only':>13} {'convert ms':>11}")
-    for preset in ("cpu", "paper"):
+    for preset in presets:
         for fam in FAMILIES:
-            n = (8 if preset == "cpu" else 4) if args.quick else (32 if preset == "cpu" else 8)
+            n = 2 if args.smoke else (8 if preset == "cpu" else 4) if args.quick else (32 if preset == "cpu" else 8)
             r = throughput(preset, fam, n, batch_size=8)
             tp.append(r)
             print(f"{preset:6} {fam:6} {r['edges_per_inr']:7d} {r['inrs_per_s']:8.1f} {r['inrs_per_s_encoder_only']:13.1f} "

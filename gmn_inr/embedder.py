@@ -110,7 +110,14 @@ class Embedder:
             chunks = tqdm(chunks, desc="embed", unit="batch")
         out = []
         for i in chunks:
-            batch = batch_graphs([_as_graph(it) for it in items[i:i + bs]], device=self.device)
+            chunk = items[i:i + bs]
+            if all(isinstance(it, nn.Module) and not hasattr(it, "edge_index") for it in chunk):
+                from graphs import to_batch
+
+                # fields of one architecture are converted together (graphs.to_batch); same graphs
+                batch = to_batch(chunk, device=self.device)
+            else:
+                batch = batch_graphs([_as_graph(it) for it in chunk], device=self.device)
             out.append(self.encoder(batch).float().cpu())
         return torch.cat(out, dim=0)
 

@@ -10,6 +10,12 @@ import torch
 from . import layout as L
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN or inf in ``t``: one summing pass (a finite sum implies finite elements; NaN and inf
+    propagate), ``isfinite``'s four passes only when the sum is not finite (or overflowed)."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 class GraphError(ValueError):
     """A parameter graph (or the module it comes from) is malformed."""
 
@@ -65,7 +71,7 @@ class ParameterGraph:
             raise GraphError(f"edge_attr must be [E={ei.shape[1]}, {L.EDGE_DIM}], got {tuple(ea.shape)}")
         if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= x.shape[0]):
             raise GraphError(f"edge_index refers to nodes outside 0..{x.shape[0] - 1}")
-        if not (torch.isfinite(x).all() and torch.isfinite(ea).all()):
+        if not (_all_finite(x) and _all_finite(ea)):
             raise GraphError("parameter graph holds NaN or inf features")
         if (self.probe is None) != (self.probe_index is None):
             raise GraphError("probe and probe_index must be given together")
@@ -76,7 +82,7 @@ class ParameterGraph:
                                  f"{pi.dtype} {tuple(pi.shape)}")
             if pi.numel() and (int(pi.min()) < 0 or int(pi.max()) >= x.shape[0]):
                 raise GraphError(f"probe_index refers to nodes outside 0..{x.shape[0] - 1}")
-            if not torch.isfinite(p).all():
+            if not _all_finite(p):
                 raise GraphError("probe features hold NaN or inf (the network diverges at a probe point)")
         return self
 

@@ -68,6 +68,9 @@ def hashgrid_to_graph(field: HashGridField) -> ParameterGraph:
     return field_to_graph(field, lambda b, f: add_hash_grid(b, f.grid))
 
 
+hashgrid_to_graph.uses_template = True  # to_graph leaves the checks to the template path (graphs.mlp)
+
+
 @register_converter(HashGridEncoding)
 def hash_encoding_to_graph(enc: HashGridEncoding) -> ParameterGraph:
     """A hash grid on its own (tcnn ``Encoding``): its feature nodes are the graph's sinks."""

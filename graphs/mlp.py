@@ -18,6 +18,7 @@ from . import layout as L
 from .graph import GraphBuilder, GraphError, ParameterGraph, edge_features, node_features
 from .probe import probe_points
 from .registry import register_converter
+from .template import template_for, templatable
 
 #: elementwise activation modules a plain nn.Sequential may contain
 ELEMENTWISE = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softplus: "softplus",
@@ -125,9 +126,15 @@ def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch
     return add_mlp(builder, torch.cat(inputs), list(mlp.layers), acts, torch.cat(probe, dim=1).t(), fns)
 
 
-def field_to_graph(field, add_grid=None) -> ParameterGraph:
+def field_to_graph(field, add_grid=None, template: bool = True) -> ParameterGraph:
     """The graph of a reference field: ``add_grid(builder, field) -> channel ids`` adds its grid
-    (None for a plain MLP field), then the shared MLP part on top of it."""
+    (None for a plain MLP field), then the shared MLP part on top of it.
+
+    A built-in dense field (:func:`graphs.template.templatable`) is converted from its spec's
+    cached template (built by this function with ``template=False`` the first time): the same
+    graph, bit for bit, without rebuilding the structure."""
+    if template and templatable(field):
+        return template_for(field, lambda: field_to_graph(field, add_grid, template=False)).convert(field)
     b = GraphBuilder()
     chans = add_grid(b, field) if add_grid is not None else None
     add_field_mlp(b, field, chans)
@@ -138,6 +145,11 @@ def field_to_graph(field, add_grid=None) -> ParameterGraph:
 def mlp_field_to_graph(field: MLPField) -> ParameterGraph:
     """MLPField: encoding input nodes -> MLP (counts in the module docstring, ``n_in`` = encoding size)."""
     return field_to_graph(field)
+
+
+# to_graph skips its own parameter and graph checks for templated fields: the template path
+# checks each value and probe row once (graphs.template)
+mlp_field_to_graph.uses_template = True
 
 
 @register_converter(nn.Sequential)

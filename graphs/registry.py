@@ -86,8 +86,10 @@ def find_converter(module: nn.Module) -> Converter:
 
 def check_finite(module: nn.Module) -> None:
     """Raise ValueError naming the first parameter that holds NaN or inf."""
+    from .graph import _all_finite
+
     for name, p in module.named_parameters():
-        if not bool(torch.isfinite(p).all()):
+        if not _all_finite(p.detach()):
             raise ValueError(f"parameter {name!r} of {type(module).__name__} holds NaN or inf values")
 
 
@@ -99,7 +101,16 @@ def to_graph(module: nn.Module):
         converter = find_converter(module)
     except UnregisteredArchitectureError as exc:
         check_finite(module)
-        converter = _tracing_fallback(module, exc)
+        with torch.no_grad():
+            return _tracing_fallback(module, exc)(module).validate()
+    if getattr(converter, "uses_template", False):
+        from .template import templatable
+
+        if templatable(module):
+            # checked in the template path: every parameter (one edge value each) and probe row once,
+            # the structure once per spec
+            with torch.no_grad():
+                return converter(module)
     check_finite(module)
     with torch.no_grad():
         return converter(module).validate()

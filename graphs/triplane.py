@@ -52,3 +52,6 @@ def add_triplane(builder: GraphBuilder, planes: torch.Tensor) -> torch.Tensor:
 @register_converter(TriplaneField)
 def triplane_to_graph(field: TriplaneField) -> ParameterGraph:
     return field_to_graph(field, lambda b, f: add_triplane(b, f.planes))
+
+
+triplane_to_graph.uses_template = True  # to_graph leaves the checks to the template path (graphs.mlp)

@@ -1,4 +1,5 @@
-"""The headline benchmark end to end at the tiny preset: structure and honesty of its output."""
+"""The headline benchmark end to end at the tiny preset (structure and honesty of its output), and a
+smoke test of every other script in benchmarks/ at tiny sizes."""
 import json
 import subprocess
 import sys
@@ -79,3 +80,45 @@ def test_search_speed_smoke(tmp_path):
     for kind, r in report["index"].items():
         assert r["build_s"] > 0 and r["query_ms_single"] > 0 and 0.0 <= r["recall@10_vs_exact"] <= 1.0
     assert "embed:" in proc.stdout and "recall@10 vs exact" in proc.stdout
+
+
+# -- smoke tests: every script in benchmarks/ runs at tiny sizes (issue 14), so none breaks unnoticed --
+def _run(args, timeout=300):
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_convert_speed_smoke(tmp_path):
+    out = _run([ROOT / "benchmarks" / "convert_speed.py", "--smoke"])
+    assert "batched" in out and "TRI-xyz" in out and "goal batched" in out
+
+
+def test_encoder_speed_smoke(tmp_path):
+    out_json = tmp_path / "encoder_speed.json"
+    out = _run([ROOT / "benchmarks" / "encoder_speed.py", "--smoke", "--threads", "1", "--out", out_json])
+    report = json.loads(out_json.read_text())
+    assert {r["family"] for r in report["block_comparison"]} >= {"MLP", "TRI", "HASH", "OCT"}
+    assert all(r["blocks_speedup"] > 0 and r["max_abs_diff"] < 1e-3 for r in report["block_comparison"])
+    assert "embedding throughput" in out
+
+
+def test_zoo_fit_speed_smoke(tmp_path):
+    out_json = tmp_path / "zoo_fit_speed.json"
+    _run([ROOT / "benchmarks" / "zoo_fit_speed.py", "--batch", "2", "--steps", "2", "--points", "64", "--preset", "tiny",
+          "--function", "sdf", "--threads", "1", "--out", out_json])
+    rows = json.loads(out_json.read_text())["rows"]
+    assert {r["arch"] for r in rows} >= {"MLP", "TRI", "HASH", "OCT"}
+
+
+def test_implicit_functions_smoke(tmp_path):
+    from gmn_inr.zoo.build import build_zoo, preset_config
+
+    # the tiny zoo has one implicit function per object; this script pairs two of them
+    zoo = tmp_path / "zoo"
+    build_zoo(zoo, config=preset_config("tiny", per_class=6, archs={"sdf": ["HASH"], "udf": ["HASH"]}), progress=False,
+              log=lambda *a: None)
+    _run([ROOT / "benchmarks" / "implicit_functions.py", "--preset", "smoke", "--zoo", zoo, "--steps", "2",
+          "--out", tmp_path / "results", "--runs", tmp_path / "runs", "--threads", "1"], timeout=600)
+    report = json.loads((tmp_path / "results" / "implicit_functions.json").read_text())
+    assert report["retrieval"] and all(0.0 <= r["mean@1"] <= 1.0 for r in report["retrieval"].values())

@@ -95,19 +95,27 @@ class HashGridEncoding(nn.Module):
         idx = torch.where(self.dense, dense_idx, hashed)
         return idx % self.size + self.offset
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
+    def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where ``x [..., 3]`` reads the table: flat entry indices ``[L * M * 8]`` of its cells'
+        corners and their trilinear weights ``[L, M, 8]`` (``M`` points). Parameter-free, so a
+        caller that reads many tables at the same points (graph probes) computes it once."""
         pts = x.reshape(1, -1, 3)
         pos = self.scale * pts + 0.5                                             # [L, M, 3]
         base = torch.floor(pos)
         frac = pos - base
         grid = base.long().unsqueeze(2) + self.corners                           # [L, M, 8, 3]
         w = torch.where(self.corners.bool(), frac.unsqueeze(2), 1.0 - frac.unsqueeze(2)).prod(-1)  # [L, M, 8]
+        return self.entry_index(grid).reshape(-1), w
+
+    def interpolate(self, idx: torch.Tensor, w: torch.Tensor, lead: tuple = ()) -> torch.Tensor:
+        """The table read at :meth:`lookup`'s ``(idx, w)``: ``[*lead, n_levels * F]`` (level-major)."""
         table = self.params.view(-1, self.n_features)
-        feats = table.index_select(0, self.entry_index(grid).reshape(-1))
-        feats = feats.view(*w.shape, self.n_features)
+        feats = table.index_select(0, idx).view(*w.shape, self.n_features)
         out = (w.unsqueeze(-1) * feats).sum(2)                                   # [L, M, F]
         return out.permute(1, 0, 2).reshape(*lead, self.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.interpolate(*self.lookup(x), lead=tuple(x.shape[:-1]))
 
 
 #: Table 7's HASH and its unseen variants

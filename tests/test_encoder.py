@@ -1,4 +1,5 @@
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -85,7 +86,15 @@ def test_efficient_block_equals_plain_block():
 def test_presets_and_defaults():
     d = GMNEncoder()
     assert (d.config.hidden, d.config.layers, d.config.embed_dim) == (128, 4, 1024)
-    assert GMNEncoder.from_preset("paper").config == d.config
+    # the paper preset is the default sizes plus the direct probe readout (off in the bare
+    # constructor so checkpoints written before it existed rebuild as they were)
+    assert GMNEncoder.from_preset("paper").config == replace(d.config, probe_readout=True)
+    assert not d.config.probe_readout and d.probe_readout is None
+    # switching the probes or the output readout off switches the probe readout off with them
+    assert GMNEncoder.from_preset("cpu", probe_dim=0).probe_readout is None
+    assert GMNEncoder.from_preset("cpu", output_readout=False).probe_readout is None
+    with pytest.raises(ValueError, match="probe_readout"):
+        GMNEncoder.from_preset("cpu", probe_dim=0, probe_readout=True)
     assert GMNEncoder.from_preset("cpu").embed_dim < 1024
     with pytest.raises(ValueError, match="preset"):
         GMNEncoder.from_preset("huge")
@@ -185,3 +194,46 @@ def test_chunked_readout_without_grad_equals_the_full_one(monkeypatch):
     with torch.no_grad():
         chunked = enc(b)
     assert torch.allclose(full, chunked, atol=1e-6)
+
+
+def test_probe_readout_reads_each_output_channel_with_its_own_map():
+    g = to_graph(_field("HASH"))
+    enc = GMNEncoder.from_preset("tiny").eval()
+    assert enc.probe_readout is not None
+    from graphs import layout as L
+    x = g.x
+    is_out = x[:, L.N_TYPE] == int(L.NodeType.OUTPUT)
+    term = enc._output_probe_term(x, is_out, g.probe, g.probe_index)
+    rows = g.dense_probe()[is_out]                                 # [4, K], channels r, g, b, sigma
+    d = enc.config.embed_dim
+    w = enc.probe_readout.weight.view(4, d, -1)                    # [C, D, K]
+    want = torch.stack([w[c] @ torch.asinh(rows[c]) for c in range(4)])
+    assert torch.allclose(term, want, atol=1e-5)
+    # swapping two channels' rows changes the embedding: the readout knows which channel is which
+    swapped = g.probe.clone()
+    out_rows = is_out[g.probe_index].nonzero().squeeze(1)
+    swapped[out_rows[[0, 3]]] = swapped[out_rows[[3, 0]]]
+    g2 = type(g)(g.x, g.edge_index, g.edge_attr, spec=g.spec, name=g.name, probe=swapped, probe_index=g.probe_index)
+    with torch.no_grad():
+        z = enc(batch_graphs([g, g2]))
+    assert (z[0] - z[1]).abs().max() > 1e-4
+
+
+def test_value_baseline_removes_what_the_architecture_alone_contributes():
+    enc = GMNEncoder.from_preset("tiny", probe_dim=0, output_readout=False, value_baseline=True).eval()
+    field = _field("TRI")
+    zero = copy.deepcopy(field)
+    with torch.no_grad():
+        for p in zero.parameters():
+            p.zero_()
+    with torch.no_grad():
+        z = enc(batch_graphs([to_graph(field), to_graph(zero), to_graph(_field("TRI", seed=4))]))
+    assert z[1].abs().max() == 0                     # an all-zero INR is the architecture alone
+    assert z[0].norm() > 1e-3 and (z[0] - z[2]).norm() > 1e-4
+    # without the baseline, two INRs of one architecture are nearly parallel (cosine ~ 1)
+    plain = GMNEncoder.from_preset("tiny", probe_dim=0, output_readout=False).eval()
+    plain.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        zp = plain(batch_graphs([to_graph(field), to_graph(_field("TRI", seed=4))]))
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(zp[0], zp[1], dim=0) > cos(z[0], z[2], dim=0)

@@ -16,6 +16,12 @@ Efficiency (the block is linear in edges, so edge work dominates). A linear map 
 concatenation ``W [x_i; x_j; e_ij]`` equals ``W_s x_i + W_t x_j + W_e e_ij``; the node terms are
 projected once per *node* and then gathered per edge, so per edge only the ``W_e e`` products
 remain (3 H x H products per block instead of 6, and no ``[E, 3H]`` concatenation copies).
+Per node it does ``W1s x, W2s x, W3x x`` (one product) and ``Wx``; ``W1t x`` and ``W3a a`` only for
+the few nodes that receive edges (~200 of up to ~17k in a field's graph). Matmul work per block is
+``3E + 4N + 2R`` H x H products against the plain block's ``6E + 3N``: the ratio is under 2 where
+nodes are not negligible (hash grids, N ~ 0.4 E: 1.56), and on CPU the time ratio follows it
+(``benchmarks/encoder_speed.py --goal-only``). The block is one autograd node with a hand-written
+backward, so training pays no zero-filled gather gradients or accumulation copies.
 :class:`ConcatGMNLayer` is the plain per-edge-concatenation block kept as a reference: it
 computes the same function (see :meth:`ConcatGMNLayer.from_efficient`) and
 ``benchmarks/encoder_speed.py`` times the two side by side.

@@ -8,7 +8,13 @@ Measures, in one run on this machine:
    efficient one so both compute the same function — the script checks that they do;
 3. achieved GFLOP/s of each (matmul FLOPs counted by ``torch.utils.flop_counter``);
 4. embedding throughput (INRs/s, graph conversion included) per family, under the ``cpu`` and
-   ``paper`` presets (INR sizes and encoder sizes of that preset).
+   ``paper`` presets (INR sizes and encoder sizes of that preset);
+5. issue 14's goal: one block at the paper's sizes (hidden 128, each family's Table 7 graph),
+   plain against efficient, inference and forward+backward, medians of interleaved runs; goal
+   met where the plain block takes at least 2x as long. Matmul FLOPs of both forms are printed
+   beside it: per block the efficient form does ``3E + 4N (+ 2R)`` ``H x H`` products (E edges,
+   N nodes, R nodes that receive), the plain one ``6E + 3N``, so the FLOP ratio is below 2
+   wherever nodes are not negligible against edges (hash grids: N ~ 0.4 E).
 
 Prints a table and writes ``results/encoder_speed.json``. ``--quick`` measures less.
 """
@@ -18,13 +24,14 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from gmn_inr.embedder import Embedder
-from gmn_inr.encoder import GMNEncoder, batch_graphs
+from gmn_inr.encoder import ConcatGMNLayer, GMNEncoder, GMNLayer, batch_graphs
 from gmn_inr.fields import TRAINING_ARCHITECTURES, arch_spec_for, build_field
 from graphs import to_graph
 
@@ -55,9 +62,15 @@ def matmul_rate(repeats: int) -> dict:
 
 
 def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils import flop_counter
 
-    with FlopCounterMode(display=False) as fc:
+    # the efficient block accumulates into its gathered terms with in-place addmm_, which the
+    # counter does not know by default (it would count the efficient block's forward as ~0)
+    def addmm_flop(inp, a, b, *args, out_shape=None, **kwargs):        # shapes (the counter passes those)
+        return 2 * a[0] * a[1] * b[1]
+
+    mapping = {torch.ops.aten.addmm_: addmm_flop}
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as fc:
         fn()
     return fc.get_total_flops()
 
@@ -139,6 +152,69 @@ def throughput(preset: str, family: str, n: int, batch_size: int) -> dict:
             "inrs_per_s": n / (t_conv + t_enc), "inrs_per_s_encoder_only": n / t_enc}
 
 
+GOAL_RATIO = 2.0      #: issue 14: the plain block takes at least this many times the efficient one
+
+
+def block_goal(family: str, preset: str, hidden: int, repeats: int) -> dict:
+    """One block, plain against efficient (same function), on ``family``'s graph at ``preset``:
+    median ms of inference (no grad) and of forward+backward, interleaved so load hits both."""
+    torch.manual_seed(0)
+    graph = to_graph(build_field(arch_spec_for(family, 4, preset)))
+    src, dst = graph.edge_index
+    n, n_edges = graph.num_nodes, graph.num_edges
+    inv_deg = (1.0 / torch.bincount(dst, minlength=n).clamp_min(1).float()).unsqueeze(1)
+    eff = GMNLayer(hidden)
+    plain = ConcatGMNLayer.from_efficient(eff)
+    x, e = torch.randn(n, hidden), torch.randn(n_edges, hidden)
+    xg, eg = x.clone().requires_grad_(), e.clone().requires_grad_()
+
+    def infer(layer):
+        with torch.no_grad():
+            return layer(x, e, src, dst, inv_deg)
+
+    def train(layer):
+        xo, eo = layer(xg, eg, src, dst, inv_deg)
+        (xo.sum() + eo.sum()).backward()
+
+    with torch.no_grad():
+        (xa, ea), (xb, eb) = infer(eff), infer(plain)
+        diff = max((xa - xb).abs().max().item(), (ea - eb).abs().max().item() if n_edges else 0.0)
+    row = {"preset": preset, "family": family, "hidden": hidden, "nodes": n, "edges": n_edges,
+           "receivers": int((torch.bincount(dst, minlength=n) > 0).sum()), "max_abs_diff": diff}
+    for mode, fn in (("infer", infer), ("train", train)):
+        times = {"efficient": [], "plain": []}
+        for layer in (eff, plain):
+            fn(layer)                                             # warm-up
+            row[f"{mode}_{'efficient' if layer is eff else 'plain'}_gflop"] = count_flops(lambda: fn(layer)) / 1e9
+        for _ in range(repeats):
+            for name, layer in (("efficient", eff), ("plain", plain)):
+                t = time.perf_counter()
+                fn(layer)
+                times[name].append(time.perf_counter() - t)
+        for name in times:
+            row[f"{mode}_{name}_ms"] = statistics.median(times[name]) * 1e3
+        row[f"{mode}_ratio"] = row[f"{mode}_plain_ms"] / row[f"{mode}_efficient_ms"]
+        row[f"{mode}_flop_ratio"] = row[f"{mode}_plain_gflop"] / row[f"{mode}_efficient_gflop"]
+        row[f"{mode}_goal_met"] = row[f"{mode}_ratio"] >= GOAL_RATIO
+    return row
+
+
+def print_block_goal(rows: list) -> None:
+    print(f"\none block, plain vs efficient (issue 14 goal: plain >= {GOAL_RATIO:g}x efficient), medians:")
+    print(f"{'preset':6} {'family':6} {'H':>3} {'nodes':>6} {'edges':>6} {'recv':>5} | "
+          f"{'infer plain':>11} {'eff':>7} {'x':>5} {'FLOPx':>5} {'goal':>4} | "
+          f"{'train plain':>11} {'eff':>7} {'x':>5} {'FLOPx':>5} {'goal':>4}")
+    for r in rows:
+        cells = []
+        for mode in ("infer", "train"):
+            cells.append(f"{r[f'{mode}_plain_ms']:9.1f}ms {r[f'{mode}_efficient_ms']:5.1f}ms {r[f'{mode}_ratio']:5.2f} "
+                         f"{r[f'{mode}_flop_ratio']:5.2f} {'yes' if r[f'{mode}_goal_met'] else 'NO':>4}")
+        print(f"{r['preset']:6} {r['family']:6} {r['hidden']:3d} {r['nodes']:6d} {r['edges']:6d} {r['receivers']:5d} | "
+              + " | ".join(cells))
+    print("FLOPx: plain / efficient matmul FLOPs (torch.utils.flop_counter); per block 6E + 3N against "
+          "3E + 4N + 2R products of H x H, below 2 wherever N is not negligible against E")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and INRs")
@@ -146,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/encoder_speed.json")
     ap.add_argument("--plugin", action="append", default=[], help="a file or module registering families")
     ap.add_argument("--smoke", action="store_true", help="tiny preset only, 1 repeat, 2 INRs (the suite's check)")
+    ap.add_argument("--goal-only", action="store_true",
+                    help="only the one-block plain-vs-efficient table at the paper's sizes (issue 14's goal)")
     args = ap.parse_args(argv)
     global FAMILIES
     from gmn_inr.bench import tune_malloc
@@ -164,6 +242,16 @@ def main(argv=None) -> int:
     mm = matmul_rate(1 if args.smoke else 5)
     print(f"machine matmul rate: {mm['square_1024']:.1f} GFLOP/s (1024^2 square), "
           f"{mm['edges_50k_x128']:.1f} GFLOP/s ([50000,128] @ [128,128])")
+
+    goal_repeats = 1 if args.smoke else 5 if args.quick else 9
+    goal_preset, goal_hidden = ("tiny", 16) if args.smoke else ("paper", 128)
+    goal = [block_goal(f, goal_preset, goal_hidden, goal_repeats) for f in FAMILIES]
+    print_block_goal(goal)
+    if args.goal_only:
+        _write(args.out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load,
+                          "matmul_gflops": mm, "block_goal": goal,
+                          "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None})
+        return 0
 
     rows = []
     presets = ("tiny",) if args.smoke else ("cpu", "paper")
@@ -193,13 +281,17 @@ def main(argv=None) -> int:
             print(f"{preset:6} {fam:6} {r['edges_per_inr']:7d} {r['inrs_per_s']:8.1f} {r['inrs_per_s_encoder_only']:13.1f} "
                   f"{r['convert_s_per_inr']*1e3:11.1f}")
 
-    out = Path(args.out)
+    _write(args.out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load,
+                      "matmul_gflops": mm, "block_goal": goal, "block_comparison": rows, "throughput": tp,
+                      "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None})
+    return 0
+
+
+def _write(path, result: dict) -> None:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load,
-              "matmul_gflops": mm, "block_comparison": rows, "throughput": tp}
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

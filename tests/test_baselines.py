@@ -53,3 +53,25 @@ def test_zero_block_encoder_reads_probes_and_trains():
 def test_negative_block_count_is_refused():
     with pytest.raises(ValueError, match="layers must be >= 0"):
         GMNEncoder.from_preset("tiny", layers=-1)
+
+
+def test_weights_only_encoder_does_not_collapse():
+    """The paper's graph read from the weights alone: without the architecture baseline, INRs of
+    one family end (nearly) parallel after training, which is the collapse the benchmark's
+    "as published" row shows; with it, different objects stay apart."""
+    from graphs.transforms import paper_style
+
+    pairs = tiny_pairs(4, ("MLP", "HASH"), "radiance", fit_steps=60)
+    recs = [r for p in pairs for r in p]
+    worst = {}
+    for vb in (False, True):
+        cfg = TrainConfig(preset="tiny", loss="C", steps=20, batch_pairs=4, lr=3e-3,
+                          encoder={"probe_dim": 0, "output_readout": False, "value_baseline": vb})
+        enc = train(cfg, pairs, progress=False).encoder.eval()
+        with torch.no_grad():
+            z = torch.nn.functional.normalize(enc(batch_graphs([paper_style(r.graph()) for r in recs])), dim=-1)
+        cos = z @ z.t()
+        other = torch.tensor([[a.object_id != b.object_id and a.family == b.family for b in recs] for a in recs])
+        worst[vb] = float(cos[other].max())
+    assert worst[False] > 0.99999            # collapsed: every pair of objects at cosine ~1
+    assert worst[True] < 0.9999, worst       # apart by more than 100x the collapsed gap

@@ -52,7 +52,6 @@ WEIGHTS_ONLY = {"probe_dim": 0, "output_readout": False, "value_baseline": True}
 ABLATIONS = {
     "L_R+C, no probe readout": dict(paper_graph=False, encoder={"probe_readout": False}),
     "L_R+C, paper graph": dict(paper_graph=True, encoder=WEIGHTS_ONLY),
-    "L_R+C, no probes": dict(paper_graph=False, encoder=WEIGHTS_ONLY),
     "L_R+C, paper graph as published": dict(paper_graph=True, encoder={"probe_dim": 0, "output_readout": False}),
 }
 #: the same encoder and training with zero message-passing blocks (probe features, pre-encoder and

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -191,7 +191,7 @@ class _GMNBlockFn(torch.autograd.Function):
     def backward(ctx, g_x, g_e):
         (x, mean_x, rstd_x, xn, xr, e, mean_e, rstd_e, u, e1, m, agg, x1, s3, s1, src, inv_deg, recv, recv_of_edge,
          by_recv, recv_start, gx, bx, ge, be, wp, w1e, w2e, w3, wo, weo) = ctx.saved_tensors
-        h, n, r = x.shape[1], x.shape[0], recv.shape[0]
+        h, n = x.shape[1], x.shape[0]
         if g_x is None:
             g_x = torch.zeros_like(x)
         if g_e is None:

@@ -49,13 +49,9 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from importlib.metadata import entry_points
+    from gmn_inr.fields.registry import load_entry_point_group
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plug-in must not break the others
-            warnings.warn(f"graph converter plug-in {ep.name!r} ({ep.value}) failed to load: {exc}")
+    load_entry_point_group(ENTRY_POINT_GROUP, "graph converter")
 
 
 def find_converter(module: nn.Module) -> Converter:

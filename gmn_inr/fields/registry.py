@@ -111,18 +111,24 @@ def register_family(name: str, *, grid: Optional[type] = None, archs: Mapping[st
     return decorate
 
 
+def load_entry_point_group(group: str, what: str) -> None:
+    """Import every module an installed package lists in the entry-point ``group`` (their
+    decorators register them); a plug-in that fails to import is named in a warning."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=group):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plug-in must not break the others
+            warnings.warn(f"{what} plug-in {ep.name!r} ({ep.value}) failed to load: {exc}")
+
+
 def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plug-in must not break the others
-            warnings.warn(f"family plug-in {ep.name!r} ({ep.value}) failed to load: {exc}")
+    load_entry_point_group(ENTRY_POINT_GROUP, "family")
 
 
 def get_family(name: str) -> Family:

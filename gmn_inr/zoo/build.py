@@ -385,6 +385,7 @@ def _run_workers(writer, cfg: ZooConfig, descs: dict, work: list, workers: int, 
     progress bar) as they are written, not when a chunk ends."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_EXCEPTION, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, (os.cpu_count() or 2) // workers)
     stats = []
@@ -407,6 +408,11 @@ def _run_workers(writer, cfg: ZooConfig, descs: dict, work: list, workers: int, 
                 if finished or time.monotonic() - last_flush > 30:
                     writer.flush()
                     last_flush = time.monotonic()
+        except BrokenProcessPool as exc:
+            from .store import ZooError
+
+            raise ZooError(f"a build worker of {writer.root} died ({exc}); what it stored is kept: run the "
+                           f"build again to resume") from None
         except BaseException:
             for f in pending:
                 f.cancel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: subcommand -> (module, help)
@@ -55,7 +56,49 @@ def main(argv: list[str] | None = None) -> int:
     sub_parser = argparse.ArgumentParser(prog=f"gmn-inr {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except _user_errors() as exc:
+        # every failure a user can cause (a missing, corrupt or foreign file, a bad value, a folder
+        # that cannot be written, a zoo another process is building): one line, exit 2.
+        # GMN_INR_TRACEBACK=1 shows the traceback instead (for developers).
+        if os.environ.get("GMN_INR_TRACEBACK"):
+            raise
+        print(f"gmn-inr {name}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message (newlines folded), prefixed by its type where the
+    message alone would not say what went wrong."""
+    msg = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in msg:
+        msg = f"{msg}: {exc.filename}"
+    if isinstance(exc, (KeyError, OSError)) and not isinstance(exc, _named_oserrors()) or not msg:
+        msg = f"{type(exc).__name__}: {msg}"
+    return msg
+
+
+def _named_oserrors() -> tuple:
+    from gmn_inr.atomic import NotWritableError
+
+    return (NotWritableError,)
+
+
+def _user_errors() -> tuple:
+    """The exception types a CLI command reports as one line (imported lazily: they live in the
+    modules the command already loaded)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from gmn_inr.zoo.store import ZooError
+
+    errs = [ValueError, OSError, ZooError, BrokenProcessPool]     # SpecError, CheckpointError, GraphError,
+    for mod, name in (("gmn_inr.search", "SearchError"),          # FormatError are ValueErrors
+                      ("graphs.registry", "UnregisteredArchitectureError")):
+        m = sys.modules.get(mod)
+        if m is not None:
+            errs.append(getattr(m, name))
+    return tuple(errs)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,24 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from gmn_inr.atomic import atomic_write_bytes
-from gmn_inr.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_state_strict,
-                                read_checkpoint)
+from gmn_inr.atomic import atomic_write_bytes, ensure_writable_dir
+from gmn_inr.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, check_encoder_config,
+                                checkpoint_bytes, load_state_strict, read_checkpoint)
+
+
+class EmbeddingError(ValueError):
+    """An item whose embedding is not finite (NaN or inf): named, never returned."""
+
+
+def _describe(item: Any, index: int) -> str:
+    """How an error names an item: its file, its zoo key, or its position and type."""
+    if isinstance(item, (str, Path)):
+        return f"INR file {item}"
+    key, path = getattr(item, "key", None), getattr(item, "path", None)
+    if key is not None:
+        return f"INR {key}" + (f" ({path})" if path is not None else "")
+    name = getattr(getattr(item, "spec", None), "name", None) or getattr(item, "name", None)
+    return f"item {index} ({type(item).__name__}{' ' + repr(name) if name else ''})"
 from gmn_inr.encoder import GMNEncoder, batch_graphs
 
 
@@ -71,7 +86,9 @@ class Embedder:
 
         meta, tensors = read_checkpoint(path)
         try:
-            encoder = GMNEncoder.from_config(json.loads(meta["encoder"]))
+            encoder = GMNEncoder.from_config(check_encoder_config(json.loads(meta["encoder"]), path))
+        except CheckpointError:
+            raise
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: no usable encoder config in the checkpoint metadata ({exc})") from None
         prefix = "model/encoder."
@@ -83,20 +100,21 @@ class Embedder:
 
     def save(self, path: str | Path) -> Path:
         """Write an encoder-only checkpoint that :meth:`from_checkpoint` reads (atomically)."""
-        from safetensors.torch import save
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"model/encoder.{k}": v.detach().cpu().contiguous().clone()
                    for k, v in self.encoder.state_dict().items()}
         meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": "0",
                 "encoder": json.dumps(asdict(self.encoder.config))}
-        atomic_write_bytes(path, save(tensors, metadata=meta))
+        atomic_write_bytes(path, checkpoint_bytes(tensors, meta))
         return path
 
     @torch.no_grad()
     def embed(self, items: Iterable[Any] | Any, batch_size: Optional[int] = None, progress: bool = False) -> torch.Tensor:
-        """Embeddings ``[N, D]`` (on CPU) of ``items``, in order. A single item gives ``[1, D]``."""
+        """Embeddings ``[N, D]`` (on CPU) of ``items``, in order. A single item gives ``[1, D]``.
+
+        Never returns a non-finite embedding: :class:`EmbeddingError` names the INR (its file, zoo key
+        or position) whose row holds NaN or inf."""
         if not isinstance(items, (list, tuple)) and (isinstance(items, (nn.Module, str, Path))
                                                       or hasattr(items, "edge_index") or hasattr(items, "graph")):
             items = [items]
@@ -118,7 +136,14 @@ class Embedder:
                 batch = to_batch(chunk, device=self.device)
             else:
                 batch = batch_graphs([_as_graph(it) for it in chunk], device=self.device)
-            out.append(self.encoder(batch).float().cpu())
+            z = self.encoder(batch).float().cpu()
+            bad = (~torch.isfinite(z).all(dim=1)).nonzero().flatten().tolist()
+            if bad:
+                j = i + bad[0]
+                raise EmbeddingError(f"the embedding of {_describe(items[j], j)} is not finite (NaN or inf)"
+                                     + (f", and {len(bad) - 1} more in its batch" if len(bad) > 1 else "")
+                                     + ": its values overflow the encoder, or the encoder's weights are damaged")
+            out.append(z)
         return torch.cat(out, dim=0)
 
     __call__ = embed
@@ -140,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     from gmn_inr.zoo import open_store
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ensure_writable_dir(Path(args.out).resolve().parent)        # before any work
     try:
         emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size)
     except CheckpointError as exc:
@@ -148,13 +174,14 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     records = [r for r in store if args.split is None or getattr(r, "split", None) == args.split]
     if not records:
-        raise SystemExit(f"no INRs in {args.store}" + (f" with split {args.split!r}" if args.split else ""))
+        print(f"gmn-inr embed: error: no INRs in {args.store}" + (f" with split {args.split!r}" if args.split else ""),
+              file=sys.stderr)
+        return 2
     z = emb.embed(records, progress=True)
     labels = torch.tensor([int(getattr(r, "label", -1)) for r in records], dtype=torch.long)
     info = [{k: str(getattr(r, k, "")) for k in ("object_id", "arch", "family", "function", "split",
                                                    "class_name", "path")} for r in records]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, save({"embeddings": z.contiguous(), "labels": labels},
                                   metadata={"records": json.dumps(info), "checkpoint": str(args.checkpoint)}))
     print(f"wrote {tuple(z.shape)} embeddings of {len(records)} INRs to {out}")

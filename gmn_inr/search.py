@@ -268,7 +268,10 @@ def _dist() -> tuple[int, int]:
 
 
 def _build(args) -> int:
+    from gmn_inr.atomic import ensure_writable_dir
+
     t0 = time.time()
+    ensure_writable_dir(args.index)            # before any embedding work
     if (args.checkpoint is None) == (args.embeddings is None):
         raise SearchError("give either STORE --checkpoint CKPT (embed the store) or --embeddings FILE")
     if args.embeddings is not None:

@@ -80,23 +80,36 @@ def find_converter(module: nn.Module) -> Converter:
         f"{', '.join(c.__qualname__ for c in _CONVERTERS) or 'none'}.")
 
 
+#: the largest parameter magnitude a graph takes: far above any trained INR's weights, far below what
+#: overflows the encoder's float32 features (a finite 1e38 weight gave an all-NaN embedding)
+MAX_PARAMETER_ABS = 1e6
+
+
 def check_finite(module: nn.Module) -> None:
-    """Raise ValueError naming the first parameter that holds NaN or inf."""
+    """Raise ValueError naming the first parameter that holds NaN or inf, or a value whose magnitude
+    is over :data:`MAX_PARAMETER_ABS` (it would overflow the graph's features)."""
     from .graph import _all_finite
 
     for name, p in module.named_parameters():
+        if not p.is_floating_point():
+            continue
         if not _all_finite(p.detach()):
             raise ValueError(f"parameter {name!r} of {type(module).__name__} holds NaN or inf values")
+        big = float(p.detach().abs().max()) if p.numel() else 0.0
+        if big > MAX_PARAMETER_ABS:
+            raise ValueError(f"parameter {name!r} of {type(module).__name__} holds a value of magnitude {big:.3g}, "
+                             f"over {MAX_PARAMETER_ABS:g}: it would overflow the graph's features")
 
 
 def to_graph(module: nn.Module):
     """Convert ``module`` into a :class:`~graphs.ParameterGraph` through the registry."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"to_graph takes an nn.Module, got {type(module).__name__}")
+    check_finite(module)                   # once, for every path below
+    module = _as_float32(module)
     try:
         converter = find_converter(module)
     except UnregisteredArchitectureError as exc:
-        check_finite(module)
         with torch.no_grad():
             return _tracing_fallback(module, exc)(module).validate()
     if getattr(converter, "uses_template", False):
@@ -107,9 +120,22 @@ def to_graph(module: nn.Module):
             # the structure once per spec
             with torch.no_grad():
                 return converter(module)
-    check_finite(module)
     with torch.no_grad():
         return converter(module).validate()
+
+
+def _as_float32(module: nn.Module) -> nn.Module:
+    """A float32 copy of a module whose floating parameters or buffers are another dtype (float64,
+    float16, bfloat16): graphs hold float32 features and the probe points are float32, so the module
+    is converted (exactly for float16 / bfloat16) rather than left to fail with a dtype error. tcnn
+    modules (half precision by design) are left to their converters."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    if all(not t.is_floating_point() or t.dtype == torch.float32 for t in tensors) or \
+            type(module).__module__.startswith("tinycudann"):
+        return module
+    import copy
+
+    return copy.deepcopy(module).float()
 
 
 class UntraceableModuleError(UnregisteredArchitectureError, GraphError):

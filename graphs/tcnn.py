@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from gmn_inr.fields import HashGridField, HashGridSpec
-from gmn_inr.fields.hashgrid import HashGridEncoding
+from gmn_inr.fields.hashgrid import HashGridEncoding, hash_levels
 from gmn_inr.fields.spec import SpecError
 
 from .graph import ParameterGraph
@@ -24,10 +24,12 @@ def tcnn_to_graph(params: torch.Tensor, config: dict | str, n_output_dims: int =
 
 def hash_encoding_from_tcnn(params: torch.Tensor, encoding_config: dict) -> HashGridEncoding:
     """A :class:`HashGridEncoding` holding a ``tcnn.Encoding``'s flat ``params``."""
-    enc = HashGridEncoding(HashGridSpec.from_tcnn(encoding_config))
+    spec = HashGridSpec.from_tcnn(encoding_config)
     params = torch.as_tensor(params).detach().float().reshape(-1)
-    if params.numel() != enc.params.numel():
-        raise SpecError(f"tcnn encoding params have {params.numel()} values, the config implies {enc.params.numel()}")
+    n = hash_levels(spec).n_entries * spec.features_per_level        # checked before the table is allocated
+    if params.numel() != n:
+        raise SpecError(f"tcnn encoding params have {params.numel()} values, the config implies {n}")
+    enc = HashGridEncoding(spec)
     with torch.no_grad():
         enc.params.copy_(params)
     return enc

@@ -274,7 +274,7 @@ def to_batch(modules: Iterable[nn.Module], device: Optional[torch.device | str] 
     a mix of architectures) is converted one at a time, grouped runs of one spec still batched.
     """
     from .graph import batch_graphs
-    from .registry import find_converter, to_graph
+    from .registry import check_finite, find_converter, to_graph
 
     modules = list(modules)
     if not modules:
@@ -288,6 +288,8 @@ def to_batch(modules: Iterable[nn.Module], device: Optional[torch.device | str] 
             to_graph(first)                     # the family's converter builds and caches the template
         tpl = _CACHE.get(key)
         if tpl is not None:
+            for m in modules:
+                check_finite(m)                 # the bounds to_graph checks, for every INR
             b = tpl.convert_batch(modules)
             return b.to(device) if device is not None else b
     return batch_graphs([to_graph(m) for m in modules], device=device)

@@ -82,6 +82,9 @@ def test_bad_checkpoints_give_clear_errors(radiance_pairs, tmp_path):
     tensors[key] = torch.zeros(7, 3)
     wrong = tmp_path / "wrong.safetensors"
     save_file(tensors, str(wrong), metadata=meta)
+    with pytest.raises(CheckpointError, match="is corrupt"):       # the checksum no longer matches
+        Embedder.from_checkpoint(wrong)
+    save_file(tensors, str(wrong), metadata={k: v for k, v in meta.items() if k != "sha256"})   # as an older writer
     with pytest.raises(CheckpointError, match=r"readout.weight: checkpoint \(7, 3\)"):
         Embedder.from_checkpoint(wrong)
     with pytest.raises(CheckpointError, match="wrong shapes"):

@@ -26,6 +26,10 @@ _U32 = 0xFFFFFFFF
 CORNERS = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dtype=torch.long)
 
 
+#: the tiny-cuda-nn network keys :meth:`HashGridField.from_tcnn` reads; any other is refused by name
+TCNN_NETWORK_KEYS = ("otype", "activation", "output_activation", "n_neurons", "n_hidden_layers")
+
+
 def _next_multiple(v: int, m: int) -> int:
     return (v + m - 1) // m * m
 
@@ -155,28 +159,58 @@ class HashGridField(Field):
         input is padded to a multiple of 16 with zeros and its output to a multiple of 16,
         which are dropped here. The field takes xyz in [-1, 1] and feeds tcnn's [0, 1].
         """
-        cfg = json.loads(config) if isinstance(config, str) else dict(config)
+        if isinstance(config, str):
+            try:
+                config = json.loads(config)
+            except ValueError as exc:
+                raise SpecError(f"tcnn config is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise SpecError(f"tcnn config must be a JSON object with 'encoding' and 'network', got "
+                            f"{type(config).__name__}")
+        cfg = dict(config)
         try:
             enc, net = cfg["encoding"], cfg["network"]
         except KeyError as exc:
             raise SpecError(f"tcnn config needs 'encoding' and 'network' entries, missing {exc}") from None
+        if not isinstance(net, dict):
+            raise SpecError(f"tcnn network config must be a JSON object, got {type(net).__name__}: {str(net)[:100]!r}")
+        unknown = sorted(str(k) for k in net if k not in TCNN_NETWORK_KEYS)
+        if unknown:
+            raise SpecError(f"tcnn network config keys {unknown} are not supported (known: {', '.join(TCNN_NETWORK_KEYS)})")
+        if net.get("otype", "FullyFusedMLP") not in ("FullyFusedMLP", "CutlassMLP"):
+            raise SpecError(f"tcnn network otype {net.get('otype')!r} is not supported (FullyFusedMLP, CutlassMLP)")
         act = str(net.get("activation", "ReLU")).lower()
         if act not in ("relu", "sine"):
             raise SpecError(f"tcnn network activation {net.get('activation')!r} is not supported (ReLU, Sine)")
+        if str(net.get("output_activation", "None")) != "None":
+            raise SpecError(f"tcnn network output_activation {net['output_activation']!r} is not supported (only "
+                            f"'None': the field's outputs are the network's raw outputs)")
+        if isinstance(n_output_dims, bool) or not isinstance(n_output_dims, int) or not 1 <= n_output_dims <= 4096:
+            raise SpecError(f"n_output_dims must be an integer in [1, 4096], got {n_output_dims!r}")
         grid = HashGridSpec.from_tcnn(enc)
+        for key, default in (("n_hidden_layers", 2), ("n_neurons", 64)):
+            v = net.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise SpecError(f"tcnn network config {key!r} must be an integer, got {v!r}")
         mlp = MLPSpec(hidden_layers=int(net.get("n_hidden_layers", 2)), hidden_dim=int(net.get("n_neurons", 64)),
                       activation=act, bias=False)
-        spec = ArchSpec(family="hashgrid", out_dim=n_output_dims, mlp=mlp, grid=grid, name=cfg.get("name", "tcnn-hash"))
-        field = cls(spec)
-        params = torch.as_tensor(params).detach().float().reshape(-1)
-        width, n_in = mlp.hidden_dim, field.grid.out_dim
+        name = cfg.get("name", "tcnn-hash")
+        spec = ArchSpec(family="hashgrid", out_dim=n_output_dims, mlp=mlp, grid=grid,
+                        name=name if isinstance(name, str) else "tcnn-hash")
+        # the length check comes before the field (and its table) is allocated
+        params = torch.as_tensor(params).detach().reshape(-1)
+        width, n_in = mlp.hidden_dim, grid.n_levels * grid.features_per_level
         in_pad, out_pad = _next_multiple(n_in, 16), _next_multiple(n_output_dims, 16)
         shapes = [(width, in_pad)] + [(width, width)] * (mlp.hidden_layers - 1) + [(out_pad, width)]
         n_net = sum(a * b for a, b in shapes)
-        n_enc = field.grid.params.numel()
+        n_enc = hash_levels(grid).n_entries * grid.features_per_level
         if params.numel() != n_net + n_enc:
             raise SpecError(f"tcnn params have {params.numel()} values, the config implies {n_net} network "
                             f"+ {n_enc} encoding = {n_net + n_enc}")
+        if not params.is_floating_point():
+            raise SpecError(f"tcnn params must be floating point, got {params.dtype}")
+        params = params.float()
+        field = cls(spec)
         with torch.no_grad():
             chunks = torch.split(params[:n_net], [a * b for a, b in shapes])
             for lin, chunk, (a, b) in zip(field.mlp.layers, chunks, shapes):

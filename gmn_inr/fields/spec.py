@@ -21,6 +21,29 @@ class SpecError(ValueError):
     """An architecture spec with impossible or unknown values."""
 
 
+#: the most parameters a spec may imply (2^28 floats = 1 GiB; Table 7's largest field has ~0.3M and
+#: an Instant-NGP hash grid 2^24): checked by ``validate`` before anything is allocated, so a crafted
+#: ``arch_spec`` or tcnn config is refused instead of attempting a many-GB allocation
+MAX_PARAMS = 1 << 28
+
+
+def _int(owner: str, name: str, v, lo: int, hi: int) -> int:
+    """``v`` as a bounded int (bools, strings and floats with a fraction are refused by name)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+        raise SpecError(f"{owner}.{name} must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise SpecError(f"{owner}.{name} must be in [{lo}, {hi}], got {v}")
+    return int(v)
+
+
+def _real(owner: str, name: str, v, lo: float, hi: float) -> float:
+    import math
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise SpecError(f"{owner}.{name} must be a finite number in [{lo:g}, {hi:g}], got {v!r}")
+    return float(v)
+
+
 @dataclass(frozen=True)
 class MLPSpec:
     """The MLP every family ends in. ``w0`` is SIREN's frequency factor (sine only)."""
@@ -32,13 +55,13 @@ class MLPSpec:
     w0: float = 30.0
 
     def validate(self) -> None:
-        if self.hidden_layers < 1:
-            raise SpecError(f"MLPSpec.hidden_layers must be >= 1, got {self.hidden_layers}")
-        if self.hidden_dim < 1:
-            raise SpecError(f"MLPSpec.hidden_dim must be >= 1, got {self.hidden_dim}")
+        _int("MLPSpec", "hidden_layers", self.hidden_layers, 1, 64)
+        _int("MLPSpec", "hidden_dim", self.hidden_dim, 1, 8192)
         if self.activation not in ACTIVATION_NAMES:
             raise SpecError(f"MLPSpec.activation must be one of {ACTIVATION_NAMES}, got {self.activation!r}")
-        if not self.w0 > 0:
+        if not isinstance(self.bias, bool):
+            raise SpecError(f"MLPSpec.bias must be true or false, got {self.bias!r}")
+        if not _real("MLPSpec", "w0", self.w0, 0.0, 1e6) > 0:
             raise SpecError(f"MLPSpec.w0 must be > 0, got {self.w0}")
 
 
@@ -62,8 +85,9 @@ class FrequencySpec:
     def validate(self) -> None:
         if self.input_range not in ("signed", "unit"):
             raise SpecError(f"FrequencySpec.input_range must be 'signed' or 'unit', got {self.input_range!r}")
-        if self.n_freqs < 0:
-            raise SpecError(f"FrequencySpec.n_freqs must be >= 0, got {self.n_freqs}")
+        _int("FrequencySpec", "n_freqs", self.n_freqs, 0, 64)
+        if not isinstance(self.include_input, bool):
+            raise SpecError(f"FrequencySpec.include_input must be true or false, got {self.include_input!r}")
         if self.style not in ("tcnn", "nerf"):
             raise SpecError(f"FrequencySpec.style must be 'tcnn' or 'nerf', got {self.style!r}")
         if self.n_freqs == 0 and not self.include_input:
@@ -90,10 +114,10 @@ class TriplaneSpec:
         return TriplaneSpec(resolution=max(4, self.resolution // k), channels=max(2, self.channels // 2))
 
     def validate(self) -> None:
-        if self.resolution < 2:
-            raise SpecError(f"TriplaneSpec.resolution must be >= 2, got {self.resolution}")
-        if self.channels < 1:
-            raise SpecError(f"TriplaneSpec.channels must be >= 1, got {self.channels}")
+        r = _int("TriplaneSpec", "resolution", self.resolution, 2, 8192)
+        c = _int("TriplaneSpec", "channels", self.channels, 1, 1024)
+        if 3 * c * r * r > MAX_PARAMS:
+            raise SpecError(f"TriplaneSpec {c} x {r}^2 x 3 = {3 * c * r * r} parameters is over the limit {MAX_PARAMS}")
 
 
 @dataclass(frozen=True)
@@ -115,30 +139,76 @@ class HashGridSpec:
         return dataclasses.replace(self, log2_hashmap_size=self.log2_hashmap_size - k,
                                    base_resolution=max(4, self.base_resolution // k))
 
+    #: the tiny-cuda-nn encoding keys read here; any other key is refused by name
+    TCNN_KEYS = ("otype", "type", "n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution",
+                 "per_level_scale", "interpolation", "hash")
+
     @classmethod
     def from_tcnn(cls, config: dict) -> "HashGridSpec":
         """The spec of a tiny-cuda-nn encoding config (``{"otype": "HashGrid", "n_levels": ...}``)
-        with tcnn's defaults for the keys it leaves out."""
+        with tcnn's defaults for the keys it leaves out. Only what this reproduces exactly is
+        accepted: a hashed grid (``HashGrid``, or ``Grid`` with ``type: Hash``), linear
+        interpolation, the coherent-prime hash; dense / tiled grids, other interpolations and hashes,
+        values of the wrong type or size and unknown keys are refused by name (:class:`SpecError`)."""
+        if not isinstance(config, dict):
+            raise SpecError(f"a tcnn encoding config must be a JSON object, got {type(config).__name__}: "
+                            f"{str(config)[:100]!r}")
+        unknown = sorted(str(k) for k in config if k not in cls.TCNN_KEYS)
+        if unknown:
+            raise SpecError(f"tcnn encoding config keys {unknown} are not supported (known: {', '.join(cls.TCNN_KEYS)})")
         otype = config.get("otype", "HashGrid")
-        if otype not in ("HashGrid", "Grid") or (otype == "Grid" and config.get("type", "Hash") != "Hash"):
-            raise SpecError(f"only hash-grid encodings are supported, got {config!r}")
-        return cls(n_levels=int(config.get("n_levels", 16)),
-                   features_per_level=int(config.get("n_features_per_level", 2)),
-                   log2_hashmap_size=int(config.get("log2_hashmap_size", 19)),
-                   base_resolution=int(config.get("base_resolution", 16)),
-                   per_level_scale=float(config.get("per_level_scale", 2.0)))
+        gtype = config.get("type", "Hash")
+        if otype in ("DenseGrid", "TiledGrid") or (otype == "Grid" and gtype in ("Dense", "Tiled")):
+            raise SpecError(f"tcnn {otype if otype != 'Grid' else gtype + ' Grid'} encodings are not supported "
+                            f"(only hashed grids: otype 'HashGrid', or 'Grid' with type 'Hash')")
+        if otype not in ("HashGrid", "Grid") or gtype != "Hash":
+            raise SpecError(f"only hash-grid encodings are supported, got otype {otype!r}, type {gtype!r}")
+        if config.get("interpolation", "Linear") != "Linear":
+            raise SpecError(f"tcnn grid interpolation {config['interpolation']!r} is not supported (only 'Linear')")
+        if config.get("hash", "CoherentPrime") != "CoherentPrime":
+            raise SpecError(f"tcnn grid hash {config['hash']!r} is not supported (only 'CoherentPrime')")
+
+        def num(key, default, kind):
+            v = config.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and isinstance(v, float)
+                                                                          and not v.is_integer()):
+                raise SpecError(f"tcnn encoding config {key!r} must be a{'n integer' if kind is int else ' number'}, "
+                                f"got {v!r}")
+            return kind(v)
+
+        spec = cls(n_levels=num("n_levels", 16, int), features_per_level=num("n_features_per_level", 2, int),
+                   log2_hashmap_size=num("log2_hashmap_size", 19, int), base_resolution=num("base_resolution", 16, int),
+                   per_level_scale=num("per_level_scale", 2.0, float))
+        spec.validate()
+        return spec
 
     def validate(self) -> None:
-        if not 1 <= self.n_levels <= 32:
-            raise SpecError(f"HashGridSpec.n_levels must be in [1, 32], got {self.n_levels}")
-        if self.features_per_level not in (1, 2, 4, 8):
-            raise SpecError(f"HashGridSpec.features_per_level must be 1, 2, 4 or 8, got {self.features_per_level}")
-        if not 4 <= self.log2_hashmap_size <= 30:
-            raise SpecError(f"HashGridSpec.log2_hashmap_size must be in [4, 30], got {self.log2_hashmap_size}")
-        if self.base_resolution < 2:
-            raise SpecError(f"HashGridSpec.base_resolution must be >= 2, got {self.base_resolution}")
-        if not self.per_level_scale >= 1.0:
-            raise SpecError(f"HashGridSpec.per_level_scale must be >= 1, got {self.per_level_scale}")
+        L = _int("HashGridSpec", "n_levels", self.n_levels, 1, 32)
+        if self.features_per_level not in (1, 2, 4, 8) or isinstance(self.features_per_level, bool):
+            raise SpecError(f"HashGridSpec.features_per_level must be 1, 2, 4 or 8, got {self.features_per_level!r}")
+        log2t = _int("HashGridSpec", "log2_hashmap_size", self.log2_hashmap_size, 4, 30)
+        base = _int("HashGridSpec", "base_resolution", self.base_resolution, 2, 1 << 20)
+        scale = _real("HashGridSpec", "per_level_scale", self.per_level_scale, 1.0, 1e6)
+        # the finest level's resolution (tcnn: base * scale^(L-1)); past 2^20 its res^3 overflows int64
+        top = base * scale ** (L - 1)
+        if top > (1 << 20):
+            raise SpecError(f"HashGridSpec: the finest level's resolution {base} x {scale:g}^{L - 1} = {top:.3g} "
+                            f"is over 2^20 (per_level_scale {scale:g} too large for {L} levels)")
+        n = self.n_params()
+        if n > MAX_PARAMS:
+            raise SpecError(f"HashGridSpec: {n} parameters is over the limit {MAX_PARAMS}")
+        del log2t
+
+    def n_params(self) -> int:
+        """Entries of every level's table times features, as tiny-cuda-nn sizes them (upper bound:
+        res^3 in float64, before tcnn's float32 rounding of the scales)."""
+        import math
+
+        total = 0
+        for lvl in range(int(self.n_levels)):
+            res = math.ceil(self.base_resolution * self.per_level_scale ** lvl - 1) + 1
+            total += min((res ** 3 + 7) // 8 * 8, 1 << int(self.log2_hashmap_size))
+        return total * int(self.features_per_level)
 
 
 @dataclass(frozen=True)
@@ -151,12 +221,14 @@ class OctreeSpec:
     channels: int = 8
 
     def validate(self) -> None:
-        if not 0 <= self.base_lod <= 8:
-            raise SpecError(f"OctreeSpec.base_lod must be in [0, 8], got {self.base_lod}")
-        if not 1 <= self.n_lods <= 8 or self.base_lod + self.n_lods > 9:
+        _int("OctreeSpec", "base_lod", self.base_lod, 0, 8)
+        _int("OctreeSpec", "n_lods", self.n_lods, 1, 8)
+        if self.base_lod + self.n_lods > 9:
             raise SpecError(f"OctreeSpec.n_lods must be in [1, 8] with base_lod + n_lods <= 9, got {self.n_lods}")
-        if self.channels < 1:
-            raise SpecError(f"OctreeSpec.channels must be >= 1, got {self.channels}")
+        c = _int("OctreeSpec", "channels", self.channels, 1, 1024)
+        n = c * sum((2 ** lod + 1) ** 3 for lod in self.lods)        # every vertex occupied, at most
+        if n > MAX_PARAMS:
+            raise SpecError(f"OctreeSpec: up to {n} parameters is over the limit {MAX_PARAMS}")
 
     @property
     def lods(self) -> tuple[int, ...]:
@@ -197,11 +269,18 @@ class ArchSpec:
         self.validate()
 
     def validate(self) -> None:
+        if not isinstance(self.family, str):
+            raise SpecError(f"ArchSpec.family must be a name, got {self.family!r}")
+        if not isinstance(self.name, str):
+            raise SpecError(f"ArchSpec.name must be a string, got {self.name!r}")
         want = _family(self.family).grid
-        if self.out_dim < 1:
-            raise SpecError(f"ArchSpec.out_dim must be >= 1, got {self.out_dim}")
+        _int("ArchSpec", "out_dim", self.out_dim, 1, 4096)
+        if not isinstance(self.mlp, MLPSpec):
+            raise SpecError(f"ArchSpec.mlp must be an MLPSpec, got {self.mlp!r}")
         self.mlp.validate()
         if self.encoding is not None:
+            if not isinstance(self.encoding, FrequencySpec):
+                raise SpecError(f"ArchSpec.encoding must be a FrequencySpec or None, got {self.encoding!r}")
             self.encoding.validate()
         if want is None:
             if self.grid is not None:
@@ -212,6 +291,12 @@ class ArchSpec:
             if not isinstance(self.grid, want):
                 raise SpecError(f"a {self.family!r} ArchSpec needs grid={want.__name__}(...), got {self.grid!r}")
             self.grid.validate()
+        n_in = self.mlp_in_dim if self.grid is None or hasattr(self.grid, "feature_dim") else 0
+        W, H = self.mlp.hidden_dim, self.mlp.hidden_layers
+        n_mlp = n_in * W + (H - 1) * W * W + W * self.out_dim
+        if n_mlp > MAX_PARAMS:
+            raise SpecError(f"ArchSpec {self.name or self.family}: its MLP has {n_mlp} parameters, over the limit "
+                            f"{MAX_PARAMS}")
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -234,8 +319,8 @@ class ArchSpec:
             enc = FrequencySpec(**d["encoding"]) if d.get("encoding") is not None else None
             return cls(family=family, out_dim=int(d.get("out_dim", 4)), mlp=MLPSpec(**d.get("mlp", {})),
                        encoding=enc, grid=grid, name=d.get("name", ""))
-        except (KeyError, TypeError) as exc:
-            raise SpecError(f"not an ArchSpec dict ({exc}): {d!r}") from exc
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise SpecError(f"not an ArchSpec dict ({exc}): {str(d)[:300]}") from None
 
     @classmethod
     def from_json(cls, s: str) -> "ArchSpec":

@@ -98,6 +98,6 @@ def import_folder(src: str | Path, out: str | Path, labels: Optional[str | Path]
         done += 1
         if done % 500 == 0:
             w.flush()                    # an interrupted import keeps what it wrote
-    w.flush()
+    w.compact()                          # the journal folded into the manifest
     n_obj = len({e["object_id"] for e in w.inrs.values()})
     return {"imported": done, "skipped": skipped, "unreadable": bad, "objects": n_obj, "classes": len(classes)}

@@ -44,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
     tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from gmn_inr.atomic import ensure_writable_dir
     from gmn_inr.zoo import open_store
     from gmn_inr.zoo.dataset import PairDataset
 
+    ensure_writable_dir(args.out)              # before any work, not after the first checkpoint's steps
     store = open_store(args.store)
     archs = tuple(args.archs.split(",")) if args.archs else None
     pairs = PairDataset(store, "train", function=args.function, **({"archs": archs} if archs else {}))
@@ -56,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
                                     l2_weight=args.mu_l2, unified=args.unified, steps=args.steps, seed=args.seed,
                                     ckpt_every=args.ckpt_every, device=args.device, **{k: v for k, v in given.items() if v is not None})
     if len(pairs) < config.batch_pairs:
-        raise SystemExit(f"{args.store} has {len(pairs)} training pairs of {args.function!r} INRs in two "
-                         f"families; a batch of {config.batch_pairs} pairs needs at least that many")
+        print(f"gmn-inr train: error: {args.store} has {len(pairs)} training pairs of {args.function!r} INRs in two "
+              f"families; a batch of {config.batch_pairs} pairs needs at least that many", file=sys.stderr)
+        return 2
     try:
         res = train(config, pairs, args.out, resume=not args.no_resume, progress=not args.no_progress)
     except CheckpointError as exc:

@@ -28,8 +28,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from gmn_inr.checkpoint import (CHECKPOINT_NAME, CheckpointError, load_optimizer, load_state_strict,
-                                read_checkpoint, save_checkpoint)
+from gmn_inr.checkpoint import (CHECKPOINT_NAME, CheckpointError, checkpoint_history, load_optimizer,
+                                load_state_strict, read_checkpoint, save_checkpoint)
 from gmn_inr.cpu import tune_malloc
 from gmn_inr.encoder import GMNEncoder, batch_graphs
 from gmn_inr.fields.activations import FUNCTIONS
@@ -135,17 +135,21 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
     ckpt = out_dir / CHECKPOINT_NAME if out_dir is not None else None
     if resume and ckpt is not None and ckpt.exists():
         meta, tensors = read_checkpoint(ckpt)
-        old = json.loads(meta["config"])
+        try:
+            old = json.loads(meta["config"])
+            ckpt_functions = json.loads(meta["functions"])
+            start = int(meta["step"])
+            if not isinstance(old, dict) or not isinstance(ckpt_functions, list) or start < 0:
+                raise ValueError("config, functions or step of the wrong type")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{ckpt}: its metadata is incomplete or malformed ({type(exc).__name__}: {exc})") from None
         diff = [k for k in TrainConfig.SHAPING if old.get(k) != asdict(config).get(k)]
         if diff:
             raise CheckpointError(f"{ckpt} was trained with a different {', '.join(diff)} "
                                   f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out, "
                                   f"or start over with --no-resume (resume=False)")
-        functions = json.loads(meta["functions"])
-        start = int(meta["step"])
-        jpath = out_dir / "checkpoint.json"
-        if jpath.exists():
-            history = [h for h in json.loads(jpath.read_text()).get("history", []) if h["step"] <= start]
+        functions = ckpt_functions
+        history = [h for h in checkpoint_history(meta, ckpt) if h["step"] <= start]
 
     device = _pick_device(config.device)
     torch.manual_seed(seed_of(config.seed, INIT_SEED_SALT))                      # same initial weights everywhere

@@ -29,13 +29,20 @@ class FieldStack:
     are grid storage (the field's ``grid_parameters()``), fitted at the grid learning rate.
     """
 
-    def __init__(self, spec: ArchSpec, occupancies: Optional[Sequence[torch.Tensor]], B: int, seed: int):
-        torch.manual_seed(seed)
+    def __init__(self, spec: ArchSpec, occupancies: Optional[Sequence[torch.Tensor]], B: int,
+                 seed: "int | Sequence[int]"):
+        # ``seed``: one int (field b is initialised from ``seed + b``) or one seed per field. Each
+        # field's initial parameters come from its own seed, so they do not depend on which batch
+        # (or which position in it) the field lands in: the zoo seeds each INR by its own key.
+        seeds = [int(seed) + b for b in range(B)] if isinstance(seed, int) else [int(s) for s in seed]
+        if len(seeds) != B:
+            raise ValueError(f"FieldStack needs {B} seeds, got {len(seeds)}")
+        self.seeds = seeds
         self.spec = spec
         self.B = B
         self.sparse = getattr(get_family(spec.family).field, "sparse", False)
         if self.sparse:      # the octree's layout: features.i [V_i, C], vertices_i, lookup_i
-            fields = [build_field(spec, occupancy=o) for o in occupancies]
+            fields = [_seeded_field(spec, s, occupancy=o) for s, o in zip(seeds, occupancies)]
             self.template = build_field(spec, occupancy=torch.ones_like(occupancies[0]))
             self.buffers = {}
             self.n_vertices = [[f.vertices(i).shape[0] for f in fields] for i in range(len(spec.grid.lods))]
@@ -58,7 +65,7 @@ class FieldStack:
                 if not name.startswith("features."):
                     params[name] = torch.stack([dict(f.named_parameters())[name].detach() for f in fields])
         else:
-            fields = [build_field(spec) for _ in range(B)]
+            fields = [_seeded_field(spec, s) for s in seeds]
             self.template = fields[0]
             self.buffers = {}
             names = [n for n, _ in fields[0].named_parameters()]
@@ -115,6 +122,11 @@ class FieldStack:
                     sd[f"vertices_{i}"] = v.clone()
             out.append(sd)
         return out
+
+
+def _seeded_field(spec: ArchSpec, seed: int, **kw) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_field(spec, **kw)
 
 
 _Batch = FieldStack   # the name fit_batch used before the split

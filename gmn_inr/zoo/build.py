@@ -3,9 +3,10 @@
 :func:`build_zoo` is what ``gmn-inr zoo build`` runs. Work is done in chunks of objects;
 for each chunk the per-object supervision is sampled once, then for every
 (function, architecture) the chunk's pending INRs are fitted together
-(:func:`gmn_inr.zoo.fit.fit_inrs`), gated, written one file each, and the manifest is
-flushed. Killing the build at any moment loses at most the chunk in flight; rerunning the
-same command resumes (finished INRs are neither refitted nor lost).
+(:func:`gmn_inr.zoo.fit.fit_inrs`), gated, written one file each and journalled at once, and
+the manifest is flushed. Each INR is seeded by its own key, so the zoo is a function of its
+config: killing the build at any moment (any number of workers) and rerunning the same command
+gives the bytes an uninterrupted build writes; finished INRs are neither refitted nor lost.
 """
 from __future__ import annotations
 
@@ -174,25 +175,33 @@ def shape_of(object_id: str, desc: dict):
 # ---------------------------------------------------------------------------------------
 @dataclass
 class ChunkResult:
-    written: list = field(default_factory=list)     # (key, meta, rel, sha, bytes)
-    dropped: list = field(default_factory=list)     # (spec_json, function, object_id, gate)
     stats: list = field(default_factory=list)       # (arch, family, function, n, seconds, n_pass_first, n_pass)
+    written: int = 0
+
+
+def fit_seed(cfg: ZooConfig, function: str, arch: str) -> int:
+    """The base seed of one (function, architecture): each INR's own seed is
+    ``fit.inr_seed(fit_seed, object_id)``, so an INR is a function of (zoo seed, object, function,
+    arch) alone, whatever batch, chunk, worker or resumed run fits it."""
+    return cfg.seed * FIT_SEED_FACTOR + hash_id(arch + function) % 1000
 
 
 def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[tuple[str, str, list[str]]],
                threads: int = 0, progress=None, stop_after: Optional[int] = None,
-               writer=None, plugins: Sequence[str] = ()) -> ChunkResult:
+               writer=None, plugins: Sequence[str] = (), manifest_objects: Optional[dict] = None) -> ChunkResult:
     """Fit every ``(function, arch, [object_ids])`` of ``todo`` for one chunk of objects.
 
-    With ``writer`` (main process) each batch's files are entered in the manifest and
-    flushed at once; without (a worker) the entries are returned to the main process.
-    ``plugins``: files / modules registering families (a worker process imports them)."""
+    Each INR is written and journalled (``store.journal.jsonl``) the moment its batch is gated, so a
+    kill loses nothing; with ``writer`` (main process) it is entered in the manifest too, which is
+    flushed after each batch; a worker's lines are replayed by the main process as they appear.
+    ``progress(n)`` is called per INR stored or dropped. ``plugins``: files / modules registering
+    families (a worker process imports them)."""
     import torch
 
     from gmn_inr.fields import arch_spec_for, load_plugins, out_dim_of
 
     from .fit import fit_inrs, prepare_samples
-    from .store import inr_metadata, write_inr_file
+    from .store import journal_drop, store_inr
 
     load_plugins(plugins)
     if threads:
@@ -202,41 +211,59 @@ def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[t
     shapes = {o: shape_of(o, objects[o]) for o in ids}
     samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * SAMPLE_SEED_FACTOR + (hash_id(o) % 100000))
                for o in ids}
-    n_written = 0
     for function, arch, oids in todo:
         spec = arch_spec_for(arch, out_dim_of(function), cfg.arch_preset)
         t0 = time.perf_counter()
-        fits = fit_inrs(spec, function, [samples[o] for o in oids], cfg.fit,
-                        seed=cfg.seed * FIT_SEED_FACTOR + hash_id(arch + function) % 1000)
+        fits = fit_inrs(spec, function, [samples[o] for o in oids], cfg.fit, seed=fit_seed(cfg, function, arch))
         dt = time.perf_counter() - t0
         res.stats.append((arch, spec.family, function, len(fits), dt,
                           sum(f.passed and f.attempts == 1 for f in fits), sum(f.passed for f in fits)))
         for f in fits:
-            o = objects[f.object_id]
             gate = {**{k: round(v, 5) for k, v in f.metrics.items()}, "passed": f.passed, "attempts": f.attempts}
             if not f.passed:
                 if writer is not None:
                     writer.drop(spec, function, f.object_id, gate)
-                res.dropped.append((spec.to_json(), function, f.object_id, gate))
-                continue
-            if writer is not None:
-                writer.add(spec, function, f.object_id, f.state_dict, gate)
+                else:
+                    journal_drop(root, spec, function, f.object_id, gate)
             else:
-                from .store import rel_path
-
-                rel = rel_path(f.object_id, function, spec.name)
-                meta = inr_metadata(spec, function, f.object_id, o, gate)
-                sha, n = write_inr_file(Path(root) / rel, f.state_dict, meta)
-                res.written.append((meta, rel, sha, n))
-            n_written += 1
-            if stop_after is not None and n_written >= stop_after:
-                # test hook: die after k files are on disk, before the manifest lists them
-                raise BuildInterrupted(f"stopped after {n_written} INRs (test hook)")
+                if writer is not None:
+                    writer.add(spec, function, f.object_id, f.state_dict, gate)
+                else:
+                    store_inr(root, spec, function, f.object_id, manifest_objects[f.object_id], f.state_dict, gate)
+                res.written += 1
+                if stop_after is not None and res.written >= stop_after:
+                    # test hook: stop after k files, as an exception (GMN_INR_FAULT kills instead)
+                    raise BuildInterrupted(f"stopped after {res.written} INRs (test hook)")
+            if progress is not None:
+                progress(1)
         if writer is not None:
             writer.flush()
-        if progress is not None:
-            progress.update(len(fits))
     return res
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Build workers die with the build: on Linux the kernel sends them SIGKILL when the parent
+    dies (``prctl(PR_SET_PDEATHSIG)``), kill -9 included; elsewhere a thread polls the parent."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent_pid:                                       # died before prctl
+            os._exit(1)
+        return
+    except (OSError, AttributeError):
+        pass
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class BuildInterrupted(RuntimeError):
@@ -250,21 +277,51 @@ def hash_id(s: str) -> int:
     return zlib.crc32(s.encode())
 
 
+def config_from_json(d: dict) -> ZooConfig:
+    """The :class:`ZooConfig` a manifest's ``config`` was written from (``zoo info --fix``)."""
+    d = {k: v for k, v in d.items() if k != "meshes"}
+    names = {f.name for f in dataclasses.fields(ZooConfig)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown zoo config fields {sorted(unknown)}")
+    d["fit"] = FitConfig(**d["fit"])
+    d["archs"] = {k: tuple(v) for k, v in d["archs"].items()}
+    for k in ("classes", "splits", "unseen_splits"):
+        d[k] = tuple(d[k])
+    return ZooConfig(**d)
+
+
 # ---------------------------------------------------------------------------------------
 # the build
 # ---------------------------------------------------------------------------------------
 def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: int = 1, progress: bool = True,
-              stop_after: Optional[int] = None, config: Optional[ZooConfig] = None, log=print) -> dict:
+              stop_after: Optional[int] = None, config: Optional[ZooConfig] = None, log=print,
+              wait: bool = False) -> dict:
     """Build or resume the zoo in ``out``; returns the summary dict (also kept in the manifest).
 
-    ``workers > 1`` fits chunks in that many processes (threads split between them);
+    The zoo is a function of its config: each INR is seeded by its own key, every stored INR and
+    gate drop is journalled as it happens, and stored files are re-verified (missing or corrupt
+    ones refitted, named in ``summary["refitted"]``), so a build killed at any point, with any
+    number of workers, resumes to the bytes an uninterrupted build writes. One build per folder
+    (``zoo_lock``: :class:`~gmn_inr.zoo.store.ZooBusyError`, or ``wait``). ``workers > 1`` fits
+    chunks in that many processes (threads split between them; they die with this process);
     ``stop_after`` (tests) raises :class:`BuildInterrupted` after that many INR files."""
-    from .store import ZooWriter
+    from gmn_inr.atomic import ensure_writable_dir
+
+    from .store import ZooWriter, zoo_lock
 
     cfg = config or preset_config(preset)
     if meshes:
         cfg = dataclasses.replace(cfg, name=cfg.name + "+meshes")
     classes, descs = object_descriptions(cfg, meshes)
+    ensure_writable_dir(out)                   # before any work: a clear error, not one after the fits
+    with zoo_lock(out, wait=wait, log=log):
+        return _build_locked(out, cfg, classes, descs, meshes, workers, progress, stop_after)
+
+
+def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress, stop_after) -> dict:
+    from .store import ZooWriter
+
     by_class = defaultdict(list)
     for oid, d in descs.items():
         by_class[d["class_name"]].append(oid)
@@ -272,11 +329,13 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
     for oid, d in descs.items():
         d["split"] = splits[oid]
     conf = {**cfg.to_json_dict(), "meshes": str(Path(meshes).resolve()) if meshes else None}
-    writer = ZooWriter(out, config=conf)
+    writer = ZooWriter(out, config=conf)          # replays the journal a killed build left
     adopted = writer.adopt_orphans()
+    refitted = writer.check_files()               # missing or corrupt files: forgotten, so refitted
     writer.set_objects(classes, {o: {"class_name": d["class_name"], "label": d["label"], "split": d["split"],
                                      "source": d.get("path", "procedural"), "seed": d.get("seed")}
                                  for o, d in descs.items()})
+    writer.compact()
     ids = sorted(descs)
     chunks = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
     TRAINING = training_archs()
@@ -299,41 +358,69 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=f"zoo {cfg.name}", unit="INR", dynamic_ncols=True)
+        # moves per INR stored or dropped, whatever the number of workers; tqdm's ETA from that rate
+        bar = tqdm(total=total, desc=f"zoo {cfg.name}", unit="INR", dynamic_ncols=True, smoothing=0.1)
     try:
         if workers <= 1:
             for todo in work:
-                r = _fit_chunk(str(writer.root), cfg, descs, todo, progress=bar, stop_after=stop_after, writer=writer)
+                r = _fit_chunk(str(writer.root), cfg, descs, todo, progress=bar.update if bar else None,
+                               stop_after=stop_after, writer=writer)
                 stats += r.stats
         else:
-            import multiprocessing as mp
-
-            threads = max(1, (os.cpu_count() or 2) // workers)
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-                plugins = registry.plugin_sources()
-                futs = [ex.submit(_fit_chunk, str(writer.root), cfg, descs, todo, threads, plugins=plugins)
-                        for todo in work]
-                for fut, todo in zip(futs, work):
-                    r = fut.result()
-                    for meta, rel, sha, n in r.written:
-                        writer.inrs[f"{meta['object_id']}/{meta['function']}/{meta['arch']}"] = \
-                            ZooWriter._entry(meta, rel, sha, n)
-                    for spec_json, function, oid, gate in r.dropped:
-                        from gmn_inr.fields import ArchSpec
-
-                        writer.drop(ArchSpec.from_json(spec_json), function, oid, gate)
-                    writer.flush()
-                    stats += r.stats
-                    if bar is not None:
-                        bar.update(sum(len(p) for _, _, p in todo))
+            stats = _run_workers(writer, cfg, descs, work, workers, bar)
     finally:
         if bar is not None:
             bar.close()
+    writer.compact()
     elapsed = time.perf_counter() - t0
     summary = summarise(writer, stats, elapsed, adopted, len(writer.inrs) - n_before)
+    summary["refitted"] = refitted
     writer.manifest["builds"].append(summary)
     writer.flush()
     return summary
+
+
+def _run_workers(writer, cfg: ZooConfig, descs: dict, work: list, workers: int, bar) -> list:
+    """Fit the chunks in ``workers`` processes; their journal lines enter the manifest (and move the
+    progress bar) as they are written, not when a chunk ends."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_EXCEPTION, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, (os.cpu_count() or 2) // workers)
+    stats = []
+    plugins = registry.plugin_sources()
+    objs = dict(writer.manifest["objects"])
+    last_flush = time.monotonic()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(os.getpid(),)) as ex:
+        futs = [ex.submit(_fit_chunk, str(writer.root), cfg, descs, todo, threads, plugins=plugins,
+                          manifest_objects=objs) for todo in work]
+        pending = set(futs)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                new = writer.replay_journal()
+                if bar is not None and new:
+                    bar.update(len(new))
+                for f in finished:
+                    stats += f.result().stats          # a worker's exception is raised here
+                if finished or time.monotonic() - last_flush > 30:
+                    writer.flush()
+                    last_flush = time.monotonic()
+        except BrokenProcessPool as exc:
+            from .store import ZooError
+
+            raise ZooError(f"a build worker of {writer.root} died ({exc}); what it stored is kept: run the "
+                           f"build again to resume") from None
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+    new = writer.replay_journal()
+    if bar is not None and new:
+        bar.update(len(new))
+    return stats
 
 
 def summarise(writer, stats: list, elapsed: float, adopted: int, new: int) -> dict:

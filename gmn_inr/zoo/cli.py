@@ -1,10 +1,13 @@
 """``gmn-inr zoo build | info | show``.
 
-* ``build --preset {tiny,cpu,paper} --out DIR [--meshes DIR] [--workers N]``: build or
-  resume a zoo (progress bar, then a summary: objects, INRs per family / variant, gate pass
-  rates, time, bytes, INRs fitted per second per family).
-* ``info DIR``: counts per family, variant, class, function and split; verifies checksums
-  (exit status 1 and the names of the bad files if any is corrupt or missing).
+* ``build --preset {tiny,cpu,paper} --out DIR [--meshes DIR] [--workers N] [--wait]``: build or
+  resume a zoo (progress bar per INR with an ETA, then a summary: objects, INRs per family /
+  variant, gate pass rates, time, bytes, INRs fitted per second per family, files refitted because
+  they were missing or corrupt). One build per folder: a second one says which process holds it
+  and exits 2, or waits for it with ``--wait``.
+* ``info DIR [--fix]``: counts per family, variant, class, function and split; verifies checksums
+  (exit status 1 and the names of the bad files if any is corrupt or missing); ``--fix`` refits
+  them (a built zoo: the build resumed with its stored config) and says what it refitted.
 * ``show DIR --out PNG``: a few objects (rows) rendered from several families' radiance
   INRs (columns), next to the ground truth, so a person can see that the fits look right.
 """
@@ -27,10 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--per-class", type=int, default=None, help="override the preset's objects per class")
     b.add_argument("--steps", type=int, default=None, help="override the preset's fitting steps")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--wait", action="store_true", help="if another process is building this zoo, wait for it "
+                                                       "(default: say which process and exit 2)")
     i = sub.add_parser("info", help="counts and checksum verification of a zoo")
     i.add_argument("dir")
     i.add_argument("--json", action="store_true", help="print the counts as JSON")
     i.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    i.add_argument("--fix", action="store_true", help="refit missing or corrupt INR files (resumes the build "
+                                                      "with the zoo's stored config) and say which")
+    i.add_argument("--wait", action="store_true", help="with --fix: wait for a build in progress")
     s = sub.add_parser("show", help="render a grid of objects x families to a PNG")
     s.add_argument("dir")
     s.add_argument("--out", required=True)
@@ -52,8 +60,12 @@ def run(args) -> int:
     if args.zoo_command == "info":
         return _info(args)
     if args.zoo_command == "show":
-        from .show import show_zoo
+        from gmn_inr.atomic import ensure_writable_dir
 
+        from .show import show_zoo
+        from pathlib import Path
+
+        ensure_writable_dir(Path(args.out).resolve().parent)
         path = show_zoo(args.dir, args.out, n_objects=args.objects, size=args.size, split=args.split)
         print(f"wrote {path}")
         return 0
@@ -68,9 +80,15 @@ def _import(args) -> int:
 
     from .store import ZooError
 
+    from gmn_inr.atomic import ensure_writable_dir
+
+    from .store import zoo_lock
+
     try:
-        s = import_folder(args.src, args.out, labels=args.labels, function=args.function, fmt=args.format,
-                          skip_unreadable=args.skip_unreadable)
+        ensure_writable_dir(args.out)
+        with zoo_lock(args.out):
+            s = import_folder(args.src, args.out, labels=args.labels, function=args.function, fmt=args.format,
+                              skip_unreadable=args.skip_unreadable)
     except (FormatError, ZooError, OSError) as exc:
         print(f"gmn-inr zoo import: error: {exc}", file=sys.stderr)
         return 2
@@ -93,8 +111,10 @@ def _build(args) -> int:
     if args.steps is not None:
         over["fit"] = {"steps": args.steps}
     cfg = preset_config(args.preset, **over)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     s = build_zoo(args.out, args.preset, meshes=args.meshes, workers=args.workers,
-                  progress=not args.no_progress, config=cfg)
+                  progress=not args.no_progress, config=cfg, wait=args.wait)
     print(format_summary(s))
     return 0
 
@@ -104,6 +124,8 @@ def format_summary(s: dict) -> str:
              f"({s['bytes_total'] / 1e6:.1f} MB), {s['dropped_total']} dropped by the quality gate",
              f"this run: fitted {s['fitted_this_run']}, stored {s['stored_this_run']}, adopted "
              f"{s['adopted_orphans']} orphan files, {s['time_s']:.1f} s"]
+    if s.get("refitted"):
+        lines.append(f"refitted {len(s['refitted'])} missing or corrupt INR files: " + ", ".join(s["refitted"]))
     if s["per_family"]:
         lines.append(f"{'family':10s} {'fitted':>7s} {'INR/s':>7s} {'pass 1st':>9s} {'pass':>6s}")
         for fam, v in s["per_family"].items():
@@ -114,17 +136,15 @@ def format_summary(s: dict) -> str:
 
 
 def _info(args) -> int:
-    from .store import ZooError, open_store
+    from .store import open_store
 
-    try:
-        store = open_store(args.dir)
-    except ZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    store = open_store(args.dir)               # ZooError: one line, exit 2 (gmn_inr.cli)
+    bad = [] if args.no_verify else store.verify()
+    if args.fix and bad:
+        return _fix(args, store, bad)
     counts = store.counts()
     m = store.manifest
     dropped = m.get("dropped", {})
-    bad = [] if args.no_verify else store.verify()
     if args.json:
         print(json.dumps({"counts": counts, "dropped": len(dropped), "corrupt": [str(p) for p in bad]}, indent=1))
     else:
@@ -136,9 +156,10 @@ def _info(args) -> int:
             print(f"  {title}: " + ", ".join(f"{a} {b}" for a, b in counts[k].items()))
         fam_fit = {}
         for e in list(m.get("inrs", {}).values()) + list(dropped.values()):
-            f = fam_fit.setdefault(e["family"], [0, 0])
+            f = fam_fit.setdefault(e.get("family", "?"), [0, 0])
             f[0] += 1
-            f[1] += e["gate"].get("passed", True) if "gate" in e else 1
+            gate = e.get("gate") if isinstance(e.get("gate"), dict) else {}
+            f[1] += bool(gate.get("passed", True))
         print("  gate pass rate per family: " + ", ".join(f"{k} {v[1] / v[0]:.1%} of {v[0]}"
                                                         for k, v in sorted(fam_fit.items())))
         if not args.no_verify:
@@ -146,3 +167,43 @@ def _info(args) -> int:
     for p in bad:
         print(f"corrupt or missing: {p}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _fix(args, store, bad) -> int:
+    """``zoo info --fix``: a built zoo is resumed with its stored config (the build re-verifies every
+    file and refits the missing or corrupt ones: the same bytes, INRs being seeded by their keys); a
+    store of imported INRs cannot refit, so their entries are removed and named."""
+    from .build import build_zoo, config_from_json
+    from .store import ZooWriter, zoo_lock
+
+    conf = store.manifest.get("config")
+    if isinstance(conf, dict) and "fit" in conf:
+        try:
+            cfg = config_from_json(conf)
+            if conf.get("meshes") and cfg.name.endswith("+meshes"):    # build_zoo adds the suffix again
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, name=cfg.name[:-len("+meshes")])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{store.root / 'manifest.json'}: its config cannot be rebuilt ({exc}); "
+                             f"rebuild the zoo with `gmn-inr zoo build`") from None
+        s = build_zoo(store.root, config=cfg, meshes=conf.get("meshes"), progress=False, wait=args.wait, log=print)
+        print(f"refitted {len(s['refitted'])} missing or corrupt INR files of {store.root}: "
+              + ", ".join(s["refitted"]))
+        left = open_store_verify(store.root)
+        for p in left:
+            print(f"still corrupt or missing: {p}", file=sys.stderr)
+        return 1 if left else 0
+    with zoo_lock(store.root, wait=args.wait):
+        w = ZooWriter(store.root)
+        gone = w.check_files()
+        w.compact()
+    print(f"removed {len(gone)} missing or corrupt entries of {store.root} (imported INRs cannot be refitted; "
+          f"import them again): " + ", ".join(gone))
+    return 0
+
+
+def open_store_verify(root) -> list:
+    from .store import open_store
+
+    return open_store(root).verify()

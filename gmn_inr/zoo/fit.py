@@ -46,6 +46,15 @@ from .samples import ObjectSamples, gate_points, octree_occupancy, prepare_sampl
 REFIT_SEED_OFFSET = 7919
 
 
+def inr_seed(base: int, object_id: str) -> int:
+    """The seed of one INR: a stable function of ``base`` (the zoo seed, function and architecture)
+    and its object, never of the batch it is fitted in (sha256, not the salted ``hash``)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{int(base)}/{object_id}".encode()).digest()
+    return int.from_bytes(h[:7], "little")          # < 2^56: room for REFIT_SEED_OFFSET and + 1
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """How long and on what to fit, and what a fit must reach to be kept.
@@ -116,10 +125,13 @@ class FitResult:
 
 
 def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
-              seed: int = 0, steps: Optional[int] = None) -> list[FitResult]:
+              seed: int = 0, steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None) -> list[FitResult]:
     """Fit ``len(samples)`` INRs of ``spec`` for ``function`` at once and gate each.
 
-    ``spec.out_dim`` must match the function (4 for radiance, 1 otherwise).
+    ``spec.out_dim`` must match the function (4 for radiance, 1 otherwise). ``seeds``: one per INR
+    (default ``inr_seed(seed, object_id)``); INR ``b``'s initial parameters and the points it is
+    trained on each step come from ``seeds[b]`` alone, so an INR fitted in a batch of any size, at
+    any position, is the same INR (the stacked fit is ``B`` independent fits).
     """
     want = 4 if function == "radiance" else 1
     if spec.out_dim != want:
@@ -127,10 +139,21 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
     B = len(samples)
     if B == 0:
         return []
+    if B == 1 and torch.get_num_threads() > 1:
+        # measured: with several threads a batch of ONE octree takes other (reduction-splitting)
+        # kernels than a batch of two or more, so its result differed in the last bits from the same
+        # INR fitted beside others; one thread gives the batched result exactly (and costs little)
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fit_batch(spec, function, samples, cfg, seed, steps, seeds)
+        finally:
+            torch.set_num_threads(n)
     t0 = time.perf_counter()
     sparse = getattr(get_family(spec.family).field, "sparse", False)
     occs = [octree_occupancy(s.shape, spec) for s in samples] if sparse else None
-    batch = FieldStack(spec, occs, B, seed)
+    seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
+    batch = FieldStack(spec, occs, B, seeds)
     batch.mask_frequencies(cfg.max_freq)
     out_bias = f"mlp.layers.{spec.mlp.hidden_layers}.bias"
     if function == "radiance" and out_bias in batch.params:
@@ -161,9 +184,9 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
     pool_sdf = torch.stack([s.sdf for s in samples])               # [B, P]
     pool_col = torch.stack([s.color for s in samples])             # [B, P, 3]
     P = pool_pts.shape[1]
-    g = torch.Generator().manual_seed(seed + 1)
+    gens = [torch.Generator().manual_seed(s + 1) for s in seeds]     # each INR's own points
     for _ in range(steps):
-        idx = torch.randint(P, (B, cfg.points), generator=g)
+        idx = torch.stack([torch.randint(P, (cfg.points,), generator=g) for g in gens])
         x = torch.gather(pool_pts, 1, idx[..., None].expand(-1, -1, 3))
         d = torch.gather(pool_sdf, 1, idx)
         c = torch.gather(pool_col, 1, idx[..., None].expand(-1, -1, 3))
@@ -192,14 +215,17 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
 
 
 def fit_inrs(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
-             seed: int = 0, refit: bool = True) -> list[FitResult]:
-    """:func:`fit_batch`, then refit the INRs that fail the gate once (new seed,
+             seed: int = 0, refit: bool = True, seeds: Optional[Sequence[int]] = None) -> list[FitResult]:
+    """:func:`fit_batch`, then refit the INRs that fail the gate once (seed + REFIT_SEED_OFFSET,
     ``refit_steps_factor`` more steps, batched too). Results keep ``passed=False`` if the
-    refit fails as well; the caller drops (and counts) them."""
-    res = fit_batch(spec, function, samples, cfg, seed)
+    refit fails as well; the caller drops (and counts) them. ``seeds``: one per INR (default
+    ``inr_seed(seed, object_id)``), so each result depends on its own INR only."""
+    seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
+    res = fit_batch(spec, function, samples, cfg, seeds=seeds)
     bad = [i for i, r in enumerate(res) if not r.passed]
     if refit and bad:
-        again = fit_batch(spec, function, [samples[i] for i in bad], cfg, seed + REFIT_SEED_OFFSET,
+        again = fit_batch(spec, function, [samples[i] for i in bad], cfg,
+                          seeds=[seeds[i] + REFIT_SEED_OFFSET for i in bad],
                           steps=int(cfg.steps * cfg.refit_steps_factor))
         for i, r in zip(bad, again):
             r.attempts = 2
@@ -212,4 +238,4 @@ def fit_inrs(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cf
 def fit_one_at_a_time(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
                       seed: int = 0) -> list[FitResult]:
     """The unbatched baseline (for benchmarks): one :func:`fit_batch` of size 1 per object."""
-    return [fit_batch(spec, function, [s], cfg, seed + i)[0] for i, s in enumerate(samples)]
+    return [fit_batch(spec, function, [s], cfg, seed)[0] for s in samples]

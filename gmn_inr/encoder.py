@@ -72,6 +72,7 @@ class EncoderConfig:
     #: without gradient): what the architecture alone contributes, the same for every INR of it.
     #: Read from the weights alone, that part is ~1e4 times the per-INR part, so cosines are ~1
     #: and SigLIP's gradient (orthogonal to a shared direction) cannot separate the INRs.
+    #: Meant for weights-only encoders: probe rows, where read, are kept in the baseline pass.
     value_baseline: bool = False
 
     def validate(self) -> None:

@@ -287,3 +287,37 @@ def test_efficient_block_gradients_equal_plain_block(case):
         assert got[4].keys() == ref[4].keys()
         for k in ref[4]:
             assert torch.allclose(got[4][k], ref[4][k], rtol=1e-10, atol=1e-10), k
+
+
+def test_value_norm_reads_values_relative_to_their_group():
+    g = to_graph(_field("HASH"))
+    ea = g.edge_attr.clone()
+    v, log_rms = GMNEncoder._normalised_values(ea, None)
+    scaled = ea.clone()
+    scaled[:, 0] *= 10.0
+    v2, log_rms2 = GMNEncoder._normalised_values(scaled, None)
+    assert torch.allclose(v, v2, atol=1e-5)                  # a group's scale is read apart ...
+    assert torch.allclose(log_rms2, log_rms + 0.25, atol=1e-5)   # ... as log10(RMS) / 4
+    from graphs import layout as L
+    for t in ea[:, L.E_TYPE].unique():                       # each group has unit RMS
+        sel = ea[:, L.E_TYPE] == t
+        lvl = ea[sel, L.E_LEVEL]
+        for lv in lvl.unique():
+            grp = v[sel][lvl == lv]
+            layers = ea[sel][lvl == lv, L.E_LAYER]
+            for ly in layers.unique():
+                rms = grp[layers == ly].square().mean().sqrt()
+                assert abs(float(rms) - 1.0) < 1e-4
+
+
+def test_embed_norm_standardises_in_training_and_uses_running_stats_in_eval():
+    graphs = [to_graph(_field(n, seed=i)) for i, n in enumerate(["MLP", "TRI", "HASH", "OCT"])]
+    enc = GMNEncoder.from_preset("tiny", embed_norm=True)
+    z = enc(batch_graphs(graphs))
+    assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4)
+    assert not torch.equal(enc.embed_var, torch.ones_like(enc.embed_var))       # running stats moved
+    enc.eval()
+    with torch.no_grad():
+        one = torch.cat([enc(batch_graphs([g])) for g in graphs])
+        all_ = enc(batch_graphs(graphs))
+    assert torch.allclose(one, all_, atol=1e-5)          # eval: an embedding does not depend on its batch

@@ -3,7 +3,7 @@
 ``@register_family`` below is all the package needs: ``ArchSpec(family="voxel")`` validates and
 scales for the presets, ``build_field`` / ``load_field`` build it, ``to_graph`` converts it, the
 zoo fits it (its grid at the grid learning rate, through ``Field.grid_parameters()``), and its
-architectures ``VOX`` (training) and ``VOX-2L``, ``VOX-4R`` (unseen variants) can be named
+architectures ``VOX`` (training) and ``VOX-2L``, ``VOX-32R`` (unseen variants) can be named
 anywhere an architecture can::
 
     gmn-inr --plugin examples/voxel_grid.py zoo build --preset tiny --out zoo_vox
@@ -35,7 +35,7 @@ from graphs import GraphBuilder, add_field_mlp, add_grid_channels, add_storage_c
 class VoxelSpec:
     """A dense ``[C, R, R, R]`` grid, trilinear with ``align_corners=True`` (values at the corners)."""
 
-    resolution: int = 8
+    resolution: int = 64
     channels: int = 4
 
     def validate(self) -> None:
@@ -47,6 +47,7 @@ class VoxelSpec:
         return self.channels
 
     def scaled(self, preset: str) -> "VoxelSpec":
+        # a grid alone (no coordinate input) needs cells finer than the objects' parts: 16^3 at tiny
         return dataclasses.replace(self, resolution=max(4, self.resolution // PRESET_FACTOR[preset]))
 
 
@@ -70,12 +71,12 @@ def voxel_grid_to_graph(field: "VoxelGridField"):
 @register_family("voxel", grid=VoxelSpec, converter=voxel_grid_to_graph, training=("VOX",), archs={
     "VOX": dict(mlp=_mlp(), grid=VoxelSpec()),
     "VOX-2L": dict(mlp=_mlp(hidden_layers=1), grid=VoxelSpec()),
-    "VOX-4R": dict(mlp=_mlp(), grid=VoxelSpec(resolution=4)),
+    "VOX-32R": dict(mlp=_mlp(), grid=VoxelSpec(resolution=32)),
 })
 class VoxelGridField(Field):
     """``xyz [..., 3] -> [..., out_dim]``: trilinear features from ``grid [C, R, R, R]``, then the MLP."""
 
-    def __init__(self, spec: ArchSpec | None = None, resolution: int = 8, channels: int = 4, out_dim: int = 1):
+    def __init__(self, spec: ArchSpec | None = None, resolution: int = 64, channels: int = 4, out_dim: int = 1):
         spec = spec or ArchSpec(family="voxel", out_dim=out_dim, mlp=_mlp(),
                                 grid=VoxelSpec(resolution, channels), name="VOX")
         super().__init__(spec)

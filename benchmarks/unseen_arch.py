@@ -40,6 +40,8 @@ import torch
 
 from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_sets, embed_records,  # noqa: F401
                            ensure_zoo, family_labels, git_commit, log)
+from gmn_inr.bench_report import (CONVERSION, NO_MESSAGE_PASSING, SAMPLED, _pct, goals, headline_table,
+                                  markdown)
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
 
 LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
@@ -54,12 +56,9 @@ ABLATIONS = {
     "L_R+C, paper graph": dict(paper_graph=True, encoder=WEIGHTS_ONLY),
     "L_R+C, paper graph as published": dict(paper_graph=True, encoder={"probe_dim": 0, "output_readout": False}),
 }
-#: the same encoder and training with zero message-passing blocks (probe features, pre-encoder and
-#: readout only): what the blocks add over reading the probe rows is the difference to "L_R+C"
-NO_MESSAGE_PASSING = "L_R+C, no message passing"
-#: the no-learning baseline: each INR's outputs at the probe points, asinh, flattened, cosine
-SAMPLED = "sampled outputs"
-CONVERSION = "conversion (voxel grid + 3D CNN)"
+# NO_MESSAGE_PASSING: the same encoder and training with zero message-passing blocks (probe features,
+# pre-encoder and readout only): what the blocks add is the difference to "L_R+C"; SAMPLED: the
+# no-learning baseline, each INR's outputs at the probe points (asinh, flattened, cosine)
 FAMILY_ARCH = family_labels(TRAINING_ARCHITECTURES)   # main() resets these three from --archs / --plugin
 
 
@@ -303,134 +302,6 @@ def retrieval_plot(z, recs, path: Path, n_queries: int = 4, k: int = 5, size: in
 
 
 # -- report ------------------------------------------------------------------------------
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
-
-
-def markdown(report: dict) -> str:
-    lines = [f"# unseen_arch — preset `{report['meta']['preset']}`", "",
-             f"{report['meta']['date']}, commit `{report['meta']['commit']}`, device {report['meta']['device']}, "
-             f"wall {report['meta']['wall_seconds'] / 60:.1f} min. Accuracies and recalls in %.", ""]
-    secs = {"L_R+C": report["timing"].get("gmn_direct"), CONVERSION: report["timing"].get("conversion")}
-    lines += ["## Headline: every method on the three numbers (test objects)", "",
-              "| method | recall@1 ALL/ALL | worst unseen variant (classifier on ALL) | "
-              "worst other family (classifier on one family) | s/INR |", "|---|---|---|---|---|"]
-    for name, h in report.get("headline", {}).items():
-        t = secs.get(name, report["timing"].get(name))
-        lines.append(f"| {name} | {_pct(h['recall@1'])} | {_pct(h['worst_unseen'])} | {_pct(h['worst_family'])} | "
-                     + ("—" if t is None else f"{t:.4f}") + " |")
-    lines.append("")
-    for loss, table in report["classification"].items():
-        tests = list(next(iter(table.values())).keys()) if table else []
-        lines += [f"## Classification — encoder {loss}", "",
-                  "| classifier trained on | " + " | ".join(tests) + " |", "|---" * (len(tests) + 1) + "|"]
-        lines += [f"| {tr} | " + " | ".join(_pct(row.get(t)) for t in tests) + " |" for tr, row in table.items()]
-        lines.append("")
-    lines += ["## Instance retrieval (recall@k of the same object, test split)", ""]
-    pairs = list(next(iter(report["retrieval"].values())).keys()) if report["retrieval"] else []
-    lines += ["| encoder | k | " + " | ".join(pairs) + " |", "|---" * (len(pairs) + 2) + "|"]
-    for loss, table in report["retrieval"].items():
-        for k in ("1", "5", "10"):
-            lines.append(f"| {loss} | {k} | " + " | ".join(_pct(table[p][k]) for p in pairs) + " |")
-    lines.append("")
-    lines += ["## Baselines (same split)", ""]
-    lines += ["Classification and retrieval rows of the sampled outputs, of the encoder without message "
-              "passing and of the conversion baseline's features are in the tables above.", ""]
-    for name, row in report["baselines"].items():
-        lines += [f"**{name}**: " + ", ".join(f"{a} {_pct(v)}" for a, v in row.items()), ""]
-    lines += ["## Seconds per INR", "", "| method | s/INR |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in report["timing"].items()]
-    lines += ["", "## Goals", ""] + [f"- {g}" for g in report["goals"]]
-    return "\n".join(lines) + "\n"
-
-
-#: the encoder whose numbers the goals are about, and the rows it must beat
-MAIN = "L_R+C"
-PAPER_GRAPH = "L_R+C, paper graph"
-
-
-def headline_numbers(report: dict, name: str) -> dict:
-    """The three numbers of ``name``'s rows (None where the method has no such row):
-    ``recall@1`` ALL/ALL, ``worst_unseen`` (classifier on ALL, worst unseen variant) and
-    ``worst_family`` (a classifier on one family, worst other training family)."""
-    cls = report["classification"].get(name)
-    if cls is None and name == CONVERSION:     # its classifier is trained on ALL only
-        row = next((r for k, r in report["baselines"].items() if k.startswith("conversion")), None)
-        cls = {"ALL": row} if row else {}
-    cls = cls or {}
-    unseen = [v for a, v in cls.get("ALL", {}).items() if a in UNSEEN_ARCHITECTURES and v is not None]
-    fam = [v for tr, row in cls.items() if tr != "ALL" for te, v in row.items()
-           if te in TRAINING_ARCHITECTURES and te != tr and v is not None]
-    r1 = report["retrieval"].get(name, {}).get("ALL/ALL", {}).get("1")
-    return {"recall@1": r1, "worst_unseen": min(unseen) if unseen else None,
-            "worst_family": min(fam) if fam else None}
-
-
-def headline_table(report: dict) -> dict:
-    """``{method: headline_numbers}`` for every encoder and every baseline with retrieval rows."""
-    names = list(report["classification"]) + [n for n in report["retrieval"] if n not in report["classification"]]
-    return {n: headline_numbers(report, n) for n in names}
-
-
-def goals(report: dict) -> list[str]:
-    out = []
-    # issue 9: the encoder must beat every simpler method by 5 points on each headline number
-    head = report.get("headline") or headline_table(report)
-    ours = head.get(MAIN)
-    if ours:
-        for base in (SAMPLED, NO_MESSAGE_PASSING, CONVERSION):
-            theirs = head.get(base)
-            if not theirs:
-                continue
-            cmp = [(k, ours[k], theirs[k]) for k in ours if ours[k] is not None and theirs[k] is not None]
-            ok = all(a >= b + 0.05 for _, a, b in cmp)
-            out.append(f"{MAIN} beats {base} by >= 5 points on every headline number: "
-                       + ", ".join(f"{k} {_pct(a)} vs {_pct(b)}" for k, a, b in cmp)
-                       + f" -> {'met' if ok else 'missed'}")
-        targets = {"recall@1": 0.95, "worst_unseen": 0.95, "worst_family": 0.90}
-        for k, t in targets.items():
-            if ours[k] is not None:
-                out.append(f"{MAIN} {k} >= {100 * t:.0f}%: {_pct(ours[k])}% -> {'met' if ours[k] >= t else 'missed'}")
-    paper = report["retrieval"].get(PAPER_GRAPH, {}).get("ALL/ALL", {}).get("1")
-    paper_all = report["classification"].get(PAPER_GRAPH, {}).get("ALL", {})
-    if paper is not None and paper_all:
-        fams = {a: paper_all[a] for a in TRAINING_ARCHITECTURES if a in paper_all}
-        ok = paper >= 0.10 and all(v >= 0.5 for v in fams.values())
-        out.append(f"the paper's graph and encoder (weights only) learn: recall@1 ALL/ALL {_pct(paper)}% (>= 10%), "
-                   "ALL classifier " + ", ".join(f"{a} {_pct(v)}" for a, v in fams.items())
-                   + f" (each >= 50%) -> {'met' if ok else 'missed'}")
-    cls = report["classification"].get("L_R+C", {})
-    allrow = cls.get("ALL", {})
-    unseen = {a: v for a, v in allrow.items() if a in UNSEEN_ARCHITECTURES}
-    if unseen:
-        worst = min(unseen, key=unseen.get)
-        out.append(f"ALL classifier >= 85% on every unseen variant (L_R+C): worst {worst} {_pct(unseen[worst])}% -> "
-                   f"{'met' if unseen[worst] >= 0.85 else 'missed'}")
-    fam = [(tr, te, v) for tr, row in cls.items() if tr != "ALL" for te, v in row.items()
-           if te in TRAINING_ARCHITECTURES and te != tr]
-    if fam:
-        tr, te, v = min(fam, key=lambda x: x[2])
-        out.append(f"one-family classifier >= 70% on the other families (L_R+C): worst {tr}->{te} {_pct(v)}% -> "
-                   f"{'met' if v >= 0.7 else 'missed'}")
-    r_rc = report["retrieval"].get("L_R+C", {}).get("ALL/ALL", {}).get("1")
-    r_r = report["retrieval"].get("L_R", {}).get("ALL/ALL", {}).get("1")
-    if r_rc is not None and r_r is not None:
-        ok = r_rc >= 0.5 and r_rc >= 10 * max(r_r, 1e-9)
-        out.append(f"recall@1 ALL/ALL >= 50% and >= 10x L_R's: {_pct(r_rc)}% vs L_R {_pct(r_r)}% -> {'met' if ok else 'missed'}")
-    t = report["timing"]
-    if "gmn_direct" in t and "distillation" in t:
-        ratio = t["distillation"] / t["gmn_direct"]
-        out.append(f"direct embedding >= 100x faster than distillation: {ratio:.0f}x -> {'met' if ratio >= 100 else 'missed'}")
-    conv = next((row for name, row in report["baselines"].items() if name.startswith("conversion")), None)
-    if "gmn_direct" in t and "conversion" in t and conv and allrow:
-        common = [a for a in allrow if conv.get(a) is not None]
-        ours, theirs = (sum(r[a] for a in common) / len(common) for r in (allrow, conv))
-        ok = t["gmn_direct"] < t["conversion"] and ours >= theirs
-        out.append(f"direct embedding faster than conversion at equal or better accuracy: {t['gmn_direct']:.4f} vs "
-                   f"{t['conversion']:.4f} s/INR, mean accuracy {_pct(ours)}% vs {_pct(theirs)}% -> {'met' if ok else 'missed'}")
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
@@ -511,7 +382,7 @@ def main(argv=None) -> int:
     report["baselines"] = base
     report["timing"].update(timing)
     report["retrieval"].update(base_retrieval)
-    report["headline"] = headline_table(report)
+    report["headline"] = headline_table(report, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
     report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,
                       "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "date": _dt.datetime.now().isoformat(timespec="seconds"), "zoo": str(store.root),
@@ -525,7 +396,7 @@ def main(argv=None) -> int:
         tsne_plot(embeddings, recs, class_names, out / "tsne.png")
         retrieval_plot(embeddings["L_R+C"], recs, out / "retrieval.png")
     report["meta"]["wall_seconds"] = time.perf_counter() - t_start
-    report["goals"] = goals(report)
+    report["goals"] = goals(report, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
     md = markdown(report)
     tmp = out / "unseen_arch.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))

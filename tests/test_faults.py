@@ -19,7 +19,8 @@ import torch
 
 from gmn_inr.zoo import open_store
 from gmn_inr.zoo.build import build_zoo, preset_config
-from gmn_inr.zoo.store import ZooBusyError, zoo_lock
+from gmn_inr.zoo.store import ZooBusyError
+from gmn_inr.zoo.writer import zoo_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = {"radiance": ("MLP", "HASH", "OCT"), "sdf": ("HASH",)}

@@ -14,7 +14,7 @@ from gmn_inr.zoo.build import BuildInterrupted, build_zoo, preset_config
 from gmn_inr.zoo.dataset import INRDataset, PairDataset, collate_graphs, graph_loader
 from gmn_inr.zoo.fit import FitConfig, _Batch, fit_batch, octree_occupancy, prepare_samples
 from gmn_inr.zoo.shapes import make_shape
-from gmn_inr.zoo.store import ZooWriter
+from gmn_inr.zoo.writer import ZooWriter
 
 ARCHS = {"radiance": ("MLP", "TRI", "HASH", "OCT"), "sdf": ("OCT",)}
 # a gate nothing fails, so the test zoo's contents are known; the gate itself is tested below
@@ -133,7 +133,7 @@ def test_killed_subprocess_resumes(tmp_path):
     code = ("import sys, os, signal\n"
             "sys.path.insert(0, %r)\n"
             "from gmn_inr.zoo import build as B\n"
-            "from gmn_inr.zoo.store import ZooWriter\n"
+            "from gmn_inr.zoo.writer import ZooWriter\n"
             "orig = ZooWriter.add\n"
             "n = [0]\n"
             "def add(self, *a, **k):\n"

@@ -44,7 +44,8 @@ def import_folder(src: str | Path, out: str | Path, labels: Optional[str | Path]
                   fmt: Optional[str] = None, skip_unreadable: bool = False) -> dict:
     """Import every INR file under ``src`` into the store ``out`` (created, or extended when it is an
     earlier import). Returns counts: ``imported``, ``skipped`` (already there), ``unreadable`` (paths)."""
-    from gmn_inr.zoo.store import ZooWriter, inr_key
+    from gmn_inr.zoo.store import inr_key
+    from gmn_inr.zoo.writer import ZooWriter
 
     src = Path(src)
     if not src.is_dir():

@@ -201,7 +201,7 @@ def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[t
     from gmn_inr.fields import arch_spec_for, load_plugins, out_dim_of
 
     from .fit import fit_inrs, prepare_samples
-    from .store import journal_drop, store_inr
+    from .writer import journal_drop, store_inr
 
     load_plugins(plugins)
     if threads:
@@ -308,7 +308,7 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
     ``stop_after`` (tests) raises :class:`BuildInterrupted` after that many INR files."""
     from gmn_inr.atomic import ensure_writable_dir
 
-    from .store import ZooWriter, zoo_lock
+    from .writer import zoo_lock
 
     cfg = config or preset_config(preset)
     if meshes:
@@ -320,7 +320,7 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
 
 
 def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress, stop_after) -> dict:
-    from .store import ZooWriter
+    from .writer import ZooWriter
 
     by_class = defaultdict(list)
     for oid, d in descs.items():

@@ -82,7 +82,7 @@ def _import(args) -> int:
 
     from gmn_inr.atomic import ensure_writable_dir
 
-    from .store import zoo_lock
+    from .writer import zoo_lock
 
     try:
         ensure_writable_dir(args.out)
@@ -174,7 +174,7 @@ def _fix(args, store, bad) -> int:
     file and refits the missing or corrupt ones: the same bytes, INRs being seeded by their keys); a
     store of imported INRs cannot refit, so their entries are removed and named."""
     from .build import build_zoo, config_from_json
-    from .store import ZooWriter, zoo_lock
+    from .writer import ZooWriter, zoo_lock
 
     conf = store.manifest.get("config")
     if isinstance(conf, dict) and "fit" in conf:

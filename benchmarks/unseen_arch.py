@@ -207,9 +207,10 @@ def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device:
     results["conversion (voxel grid + 3D CNN, trained on ALL)"] = row
     timing["conversion"] = sample_s + cnn_s
     # its retrieval rows: the CNN's pooled features of every INR, by cosine, as the encoders'
-    feats = torch.zeros(len(recs), cnn.features(x_train[:1]).shape[1])
     have = sorted(grids)
-    feats[have] = cnn.features(torch.stack([grids[i] for i in have]))
+    sampled = cnn.features(torch.stack([grids[i] for i in have]))
+    feats = sampled.new_zeros(len(recs), sampled.shape[1])      # rows of other INRs are never read
+    feats[have] = sampled
     retrieval = {CONVERSION: retrieval_table(feats, recs)}
 
     # distillation: fit the MLP architecture to unseen INRs, then embed the copy

@@ -228,3 +228,15 @@ def test_training_killed_between_and_after_checkpoints_resumes_identically(tmp_p
     # the history survived every kill: it lives in the checkpoint file itself
     assert json.loads(ma["history"]) == json.loads(mb["history"]) and len(json.loads(mb["history"])) == 8
     assert (tmp_path / "full" / "checkpoint.safetensors").read_bytes() == (part / "checkpoint.safetensors").read_bytes()
+
+
+def test_building_one_function_then_the_rest_gives_the_same_zoo(reference, tmp_path):
+    """``functions=`` (what a benchmark builds for itself): the radiance INRs first, the sdf ones in a
+    later build, bit-identical to one build of everything; an unknown function is a clear error."""
+    out = tmp_path / "zoo"
+    build_zoo(out, config=_cfg(), progress=False, functions=["radiance"])
+    assert {r.function for r in open_store(out)} == {"radiance"}
+    build_zoo(out, config=_cfg(), progress=False, functions=["sdf"])
+    assert _fingerprint(out) == reference[1]
+    with pytest.raises(ValueError, match="no occupancy INRs"):
+        build_zoo(out, config=_cfg(), progress=False, functions=["occupancy"])

@@ -296,7 +296,7 @@ def config_from_json(d: dict) -> ZooConfig:
 # ---------------------------------------------------------------------------------------
 def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: int = 1, progress: bool = True,
               stop_after: Optional[int] = None, config: Optional[ZooConfig] = None, log=print,
-              wait: bool = False) -> dict:
+              wait: bool = False, functions: Optional[Sequence[str]] = None) -> dict:
     """Build or resume the zoo in ``out``; returns the summary dict (also kept in the manifest).
 
     The zoo is a function of its config: each INR is seeded by its own key, every stored INR and
@@ -305,21 +305,29 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
     number of workers, resumes to the bytes an uninterrupted build writes. One build per folder
     (``zoo_lock``: :class:`~gmn_inr.zoo.store.ZooBusyError`, or ``wait``). ``workers > 1`` fits
     chunks in that many processes (threads split between them; they die with this process);
-    ``stop_after`` (tests) raises :class:`BuildInterrupted` after that many INR files."""
+    ``stop_after`` (tests) raises :class:`BuildInterrupted` after that many INR files.
+    ``functions``: fit only the INRs of these implicit functions now (default: all the config
+    names); the zoo's config stays the preset's, so a later build fills in the rest, and the INRs
+    are the same bytes as one build of everything (each is seeded by its own key)."""
     from gmn_inr.atomic import ensure_writable_dir
 
     from .writer import zoo_lock
 
     cfg = config or preset_config(preset)
+    if functions is not None:
+        unknown = sorted(set(functions) - set(cfg.archs))
+        if unknown:
+            raise ValueError(f"zoo {cfg.name!r} has no {', '.join(unknown)} INRs; its functions: {', '.join(cfg.archs)}")
     if meshes:
         cfg = dataclasses.replace(cfg, name=cfg.name + "+meshes")
     classes, descs = object_descriptions(cfg, meshes)
     ensure_writable_dir(out)                   # before any work: a clear error, not one after the fits
     with zoo_lock(out, wait=wait, log=log):
-        return _build_locked(out, cfg, classes, descs, meshes, workers, progress, stop_after)
+        return _build_locked(out, cfg, classes, descs, meshes, workers, progress, stop_after, functions)
 
 
-def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress, stop_after) -> dict:
+def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress, stop_after,
+                  functions: Optional[Sequence[str]] = None) -> dict:
     from .writer import ZooWriter
 
     by_class = defaultdict(list)
@@ -343,6 +351,8 @@ def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress
     for ch in chunks:
         todo = []
         for function, archs in cfg.archs.items():
+            if functions is not None and function not in functions:
+                continue
             for arch in archs:
                 pending = [o for o in ch if not writer.done(f"{o}/{function}/{arch}")
                            and (arch in TRAINING or descs[o]["split"] in cfg.unseen_splits)]

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--workers", type=int, default=1, help="processes fitting chunks in parallel")
     b.add_argument("--per-class", type=int, default=None, help="override the preset's objects per class")
     b.add_argument("--steps", type=int, default=None, help="override the preset's fitting steps")
+    b.add_argument("--functions", default=None, help="comma-separated implicit functions to fit now (default: all "
+                                                     "the preset has; a later build fills in the rest)")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--wait", action="store_true", help="if another process is building this zoo, wait for it "
                                                        "(default: say which process and exit 2)")
@@ -114,7 +116,8 @@ def _build(args) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     s = build_zoo(args.out, args.preset, meshes=args.meshes, workers=args.workers,
-                  progress=not args.no_progress, config=cfg, wait=args.wait)
+                  progress=not args.no_progress, config=cfg, wait=args.wait,
+                  functions=args.functions.split(",") if args.functions else None)
     print(format_summary(s))
     return 0
 

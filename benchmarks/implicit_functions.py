@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
-    store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None)
+    store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None,
+                       functions=FUNCS)
     records = list(store)
     pairs = function_pairs(records, "train", args.arch)
     test = [r for r in records if r.split == "test" and r.arch == args.arch and r.function in FUNCS]

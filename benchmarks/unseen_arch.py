@@ -3,10 +3,13 @@
     python benchmarks/unseen_arch.py [--preset {tiny,cpu,paper}] [--zoo DIR] [--out DIR] [--device cpu]
         [--plugin FILE.py] [--archs MLP,TRI,HASH,OCT]
 
-Builds (or reuses, resuming an interrupted build) the preset's INR zoo, trains the GMN encoder on
-ALL training architectures (MLP+TRI+HASH+OCT radiance fields) three times — L_R, L_R+C, L_C —
-resuming from its checkpoints, plus two L_R+C ablations (the main paper's graph and encoder; gmn_inr's
-graph without probe features and output-neuron readout), then reports:
+Builds (or reuses, resuming an interrupted build) the preset's radiance INR zoo, trains the GMN
+encoder on ALL training architectures (MLP+TRI+HASH+OCT radiance fields) with L_R+C and the same
+encoder with zero message-passing blocks, resuming from its checkpoints; with ``--ablations`` (the
+default of the tiny and paper presets) also L_R and L_C (the paper's loss ablation) and three
+L_R+C ablations (no probe readout; the main paper's weights-only graph and encoder, with and
+without the architecture baseline). Then it reports:
+then reports:
 
 - classification (the analogue of Tables 2, 4, 9): the paper's classifier trained on the
   embeddings of ALL and of each family, tested on every training architecture and every unseen
@@ -45,6 +48,8 @@ from gmn_inr.bench_report import (CONVERSION, NO_MESSAGE_PASSING, SAMPLED, _pct,
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
 
 LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
+#: the loss ablation of the paper's tables (``--ablations``): L_R+C is always trained
+LOSS_ABLATIONS = ("L_R", "L_C")
 #: what the weights-only rows add to the paper's encoder so it does not collapse: subtract the
 #: embedding of the architecture alone (GMNEncoder value_baseline; README "What this shows")
 WEIGHTS_ONLY = {"probe_dim": 0, "output_readout": False, "value_baseline": True}
@@ -311,7 +316,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=None, help="checkpoint directory (default runs/PRESET); reused and resumed")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps per loss")
-    ap.add_argument("--no-ablation", action="store_true", help="skip the ablation runs (paper graph, no probes)")
+    ab = ap.add_mutually_exclusive_group()
+    ab.add_argument("--ablations", dest="ablation", action="store_const", const=True, default=None,
+                    help="also train L_R, L_C and the L_R+C ablations (no probe readout, the paper's weights-only "
+                         "graph and encoder): five more encoders, about 17 more minutes at the cpu preset")
+    ab.add_argument("--no-ablation", dest="ablation", action="store_const", const=False,
+                    help="only L_R+C and its zero-block twin (the cpu preset's default)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: all cores; 1 when another job shares the machine)")
@@ -324,8 +334,8 @@ def main(argv=None) -> int:
     bp = BENCH_PRESETS[args.preset]
     if args.steps:
         bp = replace(bp, steps=args.steps)
-    if args.no_ablation:
-        bp = replace(bp, ablation=False)
+    if args.ablation is not None:
+        bp = replace(bp, ablation=args.ablation)
     torch.manual_seed(0)
     from gmn_inr.train import TrainConfig, train, tune_malloc
     tune_malloc()
@@ -334,7 +344,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = Path(args.runs or f"runs/{args.preset}")
 
-    store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None)
+    stage = {}                    # seconds per stage: where the time goes (README, issue 14)
+    t_stage = time.perf_counter()
+    store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None,
+                       functions=("radiance",))
+    stage["zoo"] = time.perf_counter() - t_stage
     from gmn_inr.zoo.dataset import PairDataset
     recs = [r for r in store if r.function == "radiance"]
     if not recs:
@@ -344,9 +358,10 @@ def main(argv=None) -> int:
     pairs = PairDataset(store, split="train", archs=TRAINING_ARCHITECTURES, function="radiance")
     log(f"{len(recs)} radiance INRs, {n_classes} classes, {len(pairs)} training pairs")
 
-    runs_to_do = {name: (loss, dict(paper_graph=False, encoder={})) for name, loss in LOSSES.items()}
-    runs_to_do[NO_MESSAGE_PASSING] = ("R+C", dict(paper_graph=False, encoder={"layers": 0}))
+    runs_to_do = {"L_R+C": ("R+C", dict(paper_graph=False, encoder={})),
+                  NO_MESSAGE_PASSING: ("R+C", dict(paper_graph=False, encoder={"layers": 0}))}
     if bp.ablation:
+        runs_to_do.update({name: (LOSSES[name], dict(paper_graph=False, encoder={})) for name in LOSS_ABLATIONS})
         runs_to_do.update({name: ("R+C", ab) for name, ab in ABLATIONS.items()})
     report = {"classification": {}, "retrieval": {}, "baselines": {}, "timing": {}, "training": {}}
     embeddings, encoders, classifiers_all = {}, {}, {}  # classifiers_all: the ALL classifier per encoder
@@ -357,7 +372,10 @@ def main(argv=None) -> int:
         run_dir = runs / name.replace("+", "p").replace(", ", "_").replace(" ", "_")
         log(f"training encoder {name} ({bp.steps} steps, batch {cfg.batch_pairs} pairs) -> {run_dir}")
         train_pairs = [(PaperGraphRecord(a), PaperGraphRecord(b)) for a, b in pairs] if paper else pairs
+        t_stage = time.perf_counter()
         res = train(cfg, train_pairs, out_dir=run_dir, resume=True)
+        stage[f"training {name}"] = time.perf_counter() - t_stage
+        t_stage = time.perf_counter()
         report["training"][name] = {"seconds": res.seconds, "steps": res.step,
                                     "final": res.history[-1] if res.history else None}
         eval_recs = [PaperGraphRecord(r) for r in recs] if paper else recs
@@ -372,9 +390,11 @@ def main(argv=None) -> int:
         if name in LOSSES:
             embeddings[name] = z
         encoders[name] = res.encoder
+        stage[f"evaluation {name}"] = time.perf_counter() - t_stage
         log(f"{name}: classifier ALL -> " + ", ".join(f"{a} {_pct(v)}" for a, v in report["classification"][name].get("ALL", {}).items()))
 
     # the ALL classifier of L_R+C serves the distillation baseline
+    t_stage = time.perf_counter()
     cls, ret, secs = sampled_outputs_baseline(recs, n_classes, bp)
     report["classification"][SAMPLED], report["retrieval"][SAMPLED] = cls, ret
     report["timing"][SAMPLED] = secs
@@ -383,6 +403,7 @@ def main(argv=None) -> int:
     report["baselines"] = base
     report["timing"].update(timing)
     report["retrieval"].update(base_retrieval)
+    stage["baselines"] = time.perf_counter() - t_stage
     report["headline"] = headline_table(report, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
     report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,
                       "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -394,9 +415,13 @@ def main(argv=None) -> int:
                       "bench_preset": {k: (list(v) if isinstance(v, tuple) else v) for k, v in bp.__dict__.items()}}
     if not args.no_plots:
         log("plots: t-SNE and retrieval")
-        tsne_plot(embeddings, recs, class_names, out / "tsne.png")
+        t_stage = time.perf_counter()
+        tsne_plot({n: embeddings[n] for n in LOSSES if n in embeddings}, recs, class_names, out / "tsne.png")
         retrieval_plot(embeddings["L_R+C"], recs, out / "retrieval.png")
+        stage["plots"] = time.perf_counter() - t_stage
     report["meta"]["wall_seconds"] = time.perf_counter() - t_start
+    report["meta"]["stage_seconds"] = {k: round(v, 1) for k, v in stage.items()}
+    log("where the time went: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stage.items()))
     report["goals"] = goals(report, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
     md = markdown(report)
     tmp = out / "unseen_arch.json.tmp"

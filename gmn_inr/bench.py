@@ -31,6 +31,7 @@ class BenchPreset:
     baseline_epochs: int
     distill_per_arch: int    #: unseen INRs distilled per variant
     distill_steps: int
+    #: also train the loss ablation (L_R, L_C) and the L_R+C ablations (unseen_arch --ablations)
     ablation: bool = True
 
 
@@ -40,7 +41,7 @@ BENCH_PRESETS = {
                         distill_steps=30, ablation=True),
     "cpu": BenchPreset(zoo="cpu", encoder="cpu", steps=400, classifier_epochs=150,
                        classifier_hidden=(1024, 512, 256), conversion_res=16, baseline_epochs=40,
-                       distill_per_arch=4, distill_steps=300),
+                       distill_per_arch=4, distill_steps=300, ablation=False),
     "paper": BenchPreset(zoo="paper", encoder="paper", steps=20000, classifier_epochs=150,
                          classifier_hidden=(1024, 512, 256), conversion_res=32, baseline_epochs=100,
                          distill_per_arch=50, distill_steps=2000),
@@ -54,9 +55,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def ensure_zoo(zoo_dir: Path, preset: str, reuse: bool = False):
+def ensure_zoo(zoo_dir: Path, preset: str, reuse: bool = False, functions=None):
     """Open the zoo at ``zoo_dir``, building it first (or finishing an interrupted build).
-    ``reuse``: a directory that already holds a zoo is taken as it is, whatever its preset."""
+    ``reuse``: a directory that already holds a zoo is taken as it is, whatever its preset.
+    ``functions``: build only the INRs of those of these implicit functions the preset has (a
+    benchmark fits what it reads; another benchmark's call fills in the rest of the same zoo)."""
     from gmn_inr.zoo import open_store
     from gmn_inr.zoo.store import MANIFEST
 
@@ -69,7 +72,11 @@ def ensure_zoo(zoo_dir: Path, preset: str, reuse: bool = False):
     # here with 2 workers against about 1 with one process)
     workers = max(1, min(os.cpu_count() or 1, 8))
     log(f"zoo {zoo_dir} (preset {preset}): building or resuming with {workers} worker processes")
-    build_zoo(zoo_dir, preset=preset, workers=workers)
+    if functions is not None:
+        from gmn_inr.zoo.build import preset_config
+
+        functions = [f for f in functions if f in preset_config(preset).archs]
+    build_zoo(zoo_dir, preset=preset, workers=workers, functions=functions)
     return open_store(zoo_dir)
 
 

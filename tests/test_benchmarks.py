@@ -55,6 +55,9 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
     assert all(v > 0 for v in report["timing"].values())
     meta = report["meta"]
     assert meta["preset"] == "tiny" and meta["wall_seconds"] > 0
+    # where the time went: every stage, and together no more than the wall time
+    assert {"zoo", "training L_R+C", "evaluation L_R+C", "training L_R", "baselines", "plots"} <= set(meta["stage_seconds"])
+    assert 0 < sum(meta["stage_seconds"].values()) <= meta["wall_seconds"] + 1
     # numbers come from objects the encoder never saw
     assert meta["test_objects"] and not set(meta["test_objects"]) & set(meta["train_objects"])
     assert (out / "unseen_arch.md").read_text().startswith("# unseen_arch")

@@ -101,21 +101,48 @@ def load_nf2vec(path: str | Path, n_freqs: int = 24, hidden_layers: int = 3, hid
     if "mlp_base.params" not in state:
         raise FormatError(f"{path} is not an nf2vec NeRF: no 'mlp_base.params' among its keys "
                           f"{sorted(state)[:6]}")
-    params = torch.as_tensor(state["mlp_base.params"]).detach().float().reshape(-1)
     spec = nf2vec_spec(n_freqs, hidden_layers, hidden_dim)
-    n_in = spec.encoding.out_dim
-    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) + [(_pad16(4), hidden_dim)]
-    sizes = [a * b for a, b in shapes]
-    if params.numel() != sum(sizes):
-        raise FormatError(f"{path}: 'mlp_base.params' has {params.numel()} values; an nf2vec NeRF with {n_freqs} "
-                          f"frequencies and {hidden_layers} x {hidden_dim} ReLU layers has {sum(sizes)}")
+    mats = tcnn_mlp_weights(state["mlp_base.params"], spec.encoding.out_dim, hidden_layers, hidden_dim, 4,
+                            f"{path}: 'mlp_base.params' (an nf2vec NeRF with {n_freqs} frequencies and "
+                            f"{hidden_layers} x {hidden_dim} ReLU layers)")
     from gmn_inr.fields import build_field
 
     field = build_field(spec)
     with torch.no_grad():
-        for lin, chunk, (a, b) in zip(field.mlp.layers, torch.split(params, sizes), shapes):
-            lin.weight.copy_(chunk.view(a, b)[:lin.out_features, :lin.in_features])
+        for lin, w in zip(field.mlp.layers, mats):
+            lin.weight.copy_(w)
     return field.eval()
+
+
+def tcnn_mlp_weights(params, n_in: int, hidden_layers: int, hidden_dim: int, n_out: int,
+                     what: str) -> list[torch.Tensor]:
+    """The weight matrices ``[out, in]`` (float32) of a tiny-cuda-nn MLP from its flat ``params``
+    (``FullyFusedMLP`` / ``CutlassMLP``: layers back to back, row-major, no biases; the input width
+    padded to a multiple of 16, the output to a multiple of 16), the padding cut off.
+
+    A tcnn ``Frequency`` or ``Identity`` input encoding fills its padding with **1** (a grid
+    encoding with 0): weights on those columns would act as a bias, which a bias-free MLP cannot
+    hold, so a file where they are not all zero is refused (:class:`FormatError`) rather than loaded
+    as a different function. ``what`` names the tensor in errors."""
+    params = torch.as_tensor(params).detach()
+    if not params.is_floating_point():
+        raise FormatError(f"{what} must be floating point, got {params.dtype}")
+    params = params.float().reshape(-1)
+    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) + [(_pad16(n_out), hidden_dim)]
+    sizes = [a * b for a, b in shapes]
+    if params.numel() != sum(sizes):
+        raise FormatError(f"{what} has {params.numel()} values; the layout implies {sum(sizes)} "
+                          f"(input {n_in} padded to {_pad16(n_in)}, {hidden_layers} x {hidden_dim}, output {n_out} "
+                          f"padded to {_pad16(n_out)})")
+    mats = [chunk.view(a, b) for chunk, (a, b) in zip(torch.split(params, sizes), shapes)]
+    if bool((mats[0][:, n_in:] != 0).any()):
+        raise FormatError(f"{what}: the first layer has non-zero weights on the {_pad16(n_in) - n_in} padding "
+                          f"inputs that tcnn sets to 1 (an implicit bias gmn_inr's bias-free tcnn MLP cannot hold)")
+    if not bool(torch.isfinite(params).all()):
+        raise FormatError(f"{what} holds NaN or inf values")
+    outs = [hidden_dim] * hidden_layers + [n_out]
+    ins = [n_in] + [hidden_dim] * hidden_layers
+    return [m[:o, :i].clone() for m, o, i in zip(mats, outs, ins)]
 
 
 def sniff_format(path: str | Path) -> str:

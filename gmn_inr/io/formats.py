@@ -24,7 +24,7 @@ from torch import nn
 from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, SpecError, load_field
 
 FIELD_FORMAT = "gmn_inr.field/1"
-FORMATS = ("gmn_inr", "nf2vec")
+FORMATS = ("gmn_inr", "nf2vec", "gmnerf", "ingp", "deepsdf", "nglod")
 
 
 class FormatError(ValueError):
@@ -145,25 +145,61 @@ def tcnn_mlp_weights(params, n_in: int, hidden_layers: int, hidden_dim: int, n_o
     return [m[:o, :i].clone() for m, o, i in zip(mats, outs, ins)]
 
 
+def _lazy(module: str, name: str):
+    """A loader defined in ``gmn_inr.io.<module>`` (imported when first used: those modules import this one)."""
+    def load(path, **kw):
+        import importlib
+
+        return getattr(importlib.import_module(f"gmn_inr.io.{module}"), name)(path, **kw)
+
+    load.__name__ = name
+    return load
+
+
+def _torch_format(state: dict) -> Optional[str]:
+    """Which PyTorch-file format a loaded state dict is in, by its keys (None: none)."""
+    if "triplane" in state and "mlp_base.params" in state:
+        return "gmnerf"
+    if "mlp_base.params" in state:
+        return "nf2vec"
+    from .deepsdf import is_deepsdf_checkpoint
+    from .nglod import is_nglod_state
+
+    if is_deepsdf_checkpoint(state):
+        return "deepsdf"
+    if is_nglod_state(state):
+        return "nglod"
+    return None
+
+
 def sniff_format(path: str | Path) -> str:
-    """Which of :data:`FORMATS` a file is in (by its content, not its name)."""
+    """Which of :data:`FORMATS` a file is in (by its content, not its name; instant-ngp snapshots by
+    their ``.msgpack`` / ``.ingp`` suffix or a msgpack map / zlib / gzip header)."""
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path} does not exist or is not a file")
     with open(path, "rb") as f:
         head = f.read(16)
+    if path.suffix in (".msgpack", ".ingp"):
+        return "ingp"
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "gmn_inr"
     if head[:2] == b"PK" or path.suffix in (".pth", ".pt"):
         state = _torch_state(path)
-        if "mlp_base.params" in state:
-            return "nf2vec"
+        fmt = _torch_format(state)
+        if fmt is not None:
+            return fmt
         raise FormatError(f"{path}: a PyTorch state dict with keys {sorted(state)[:6]} is in no format gmn_inr reads "
                           f"({', '.join(FORMATS)}); build the module and call graphs.to_graph on it")
+    if head[:1] in (b"\xde", b"\xdf") or 0x80 <= (head[:1] or b"\0")[0] <= 0x8f or head[:2] == b"\x1f\x8b" \
+            or (len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0):
+        return "ingp"
     raise FormatError(f"{path} is in no format gmn_inr reads ({', '.join(FORMATS)})")
 
 
-LOADERS = {"gmn_inr": load_gmn_field, "nf2vec": load_nf2vec}
+LOADERS = {"gmn_inr": load_gmn_field, "nf2vec": load_nf2vec,
+           "gmnerf": _lazy("gmnerf", "load_gmnerf_triplane"), "ingp": _lazy("ingp", "load_ingp"),
+           "deepsdf": _lazy("deepsdf", "load_deepsdf"), "nglod": _lazy("nglod", "load_nglod")}
 
 
 def load_inr(path: str | Path, fmt: Optional[str] = None) -> nn.Module:
@@ -175,4 +211,4 @@ def load_inr(path: str | Path, fmt: Optional[str] = None) -> nn.Module:
 
 
 __all__ = ["FIELD_FORMAT", "FORMATS", "FormatError", "load_gmn_field", "load_inr", "load_nf2vec", "nf2vec_spec",
-           "save_field", "sniff_format"]
+           "save_field", "sniff_format", "tcnn_mlp_weights"]

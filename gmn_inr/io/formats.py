@@ -24,7 +24,7 @@ from torch import nn
 from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, SpecError, load_field
 
 FIELD_FORMAT = "gmn_inr.field/1"
-FORMATS = ("gmn_inr", "nf2vec", "gmnerf", "ingp", "deepsdf", "nglod")
+FORMATS = ("gmn_inr", "nf2vec", "gmnerf", "cardace", "ingp", "deepsdf", "nglod")
 
 
 class FormatError(ValueError):
@@ -182,6 +182,8 @@ def sniff_format(path: str | Path) -> str:
         head = f.read(16)
     if path.suffix in (".msgpack", ".ingp"):
         return "ingp"
+    if path.suffix in (".h5", ".hdf5") or head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "cardace"
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "gmn_inr"
     if head[:2] == b"PK" or path.suffix in (".pth", ".pt"):
@@ -198,7 +200,8 @@ def sniff_format(path: str | Path) -> str:
 
 
 LOADERS = {"gmn_inr": load_gmn_field, "nf2vec": load_nf2vec,
-           "gmnerf": _lazy("gmnerf", "load_gmnerf_triplane"), "ingp": _lazy("ingp", "load_ingp"),
+           "gmnerf": _lazy("gmnerf", "load_gmnerf_triplane"), "cardace": _lazy("cardace", "load_cardace_triplane"),
+           "ingp": _lazy("ingp", "load_ingp"),
            "deepsdf": _lazy("deepsdf", "load_deepsdf"), "nglod": _lazy("nglod", "load_nglod")}
 
 

@@ -18,7 +18,7 @@ from gmn_inr.fields import FUNCTIONS, ArchSpec
 
 from .formats import FormatError, load_inr
 
-SUFFIXES = (".safetensors", ".pth", ".pt", ".msgpack", ".ingp")
+SUFFIXES = (".safetensors", ".pth", ".pt", ".msgpack", ".ingp", ".h5")
 
 
 def _rows_from_folders(src: Path) -> list[dict]:

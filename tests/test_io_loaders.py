@@ -430,3 +430,15 @@ def test_cardace_triplane_loader(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"nope")
     with pytest.raises(FormatError, match=r"junk\.h5 is not a readable HDF5"):
         load_inr(tmp_path / "junk.h5")
+
+
+def test_optional_readers_missing_give_an_install_hint(tmp_path, monkeypatch):
+    import sys
+    (tmp_path / "s.msgpack").write_bytes(b"\x80")
+    (tmp_path / "t.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    monkeypatch.setitem(sys.modules, "msgpack", None)
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ImportError, match=r"msgpack.*gmn_inr\[formats\]"):
+        load_inr(tmp_path / "s.msgpack")
+    with pytest.raises(ImportError, match=r"h5py.*gmn_inr\[formats\]"):
+        load_inr(tmp_path / "t.h5")

@@ -1,17 +1,25 @@
 """Loaders for INR files researchers hold; each returns a field and refuses a foreign file by name.
 
-=========================  ===================================================  ==========================
-format                     file                                                 returns
-=========================  ===================================================  ==========================
-``gmn_inr``                safetensors with ``arch_spec`` metadata              the field (any family)
-                           (:func:`save_field`, or a zoo INR file)
-``nf2vec``                 PyTorch state dict ``{'mlp_base.params': flat}`` of  ``MLPField`` (tcnn order,
-                           a tcnn Frequency(24) + FullyFusedMLP(ReLU, 3 x 64)   ``input_range="unit"``)
-                           NeRF (nf2vec's ``nerf_weights.pth``)
-=========================  ===================================================  ==========================
+============  ====================================================  ===========================================
+format        file                                                  returns
+============  ====================================================  ===========================================
+``gmn_inr``   safetensors with ``arch_spec`` metadata               the field (any family)
+              (:func:`save_field`, or a zoo INR file)
+``nf2vec``    ``{'mlp_base.params'}``: tcnn Frequency(24) + ReLU    ``MLPField`` (tcnn order, ``input_range="unit"``)
+              3 x 64 NeRF (nf2vec's ``nerf_weights.pth``)
+``gmnerf``    ``{'triplane' [3,R,R,C], 'mlp_base.params'}``: the    ``TriplaneField`` (``align_corners``,
+              main paper's tri-plane NeRF (``gmnerf.py``)           encoding first, tcnn Sine MLP)
+``cardace``   HDF5 ``triplane [3,C,R,R]`` + SIREN ``params``        ``TriplaneField`` (gmn_inr's TRI conventions)
+              (Cardace et al.; ``cardace.py``, needs h5py)
+``ingp``      instant-ngp NeRF snapshot ``.msgpack`` / ``.ingp``    ``HashGridField`` of the density model
+              (``ingp.py``, needs msgpack)
+``deepsdf``   ``{'epoch', 'model_state_dict'}`` (``deepsdf.py``)    ``DeepSDFDecoder`` (``DeepSDFShape`` with a code)
+``nglod``     NGLOD ``OctreeSDF`` state dict (``nglod.py``)         ``OctreeField`` (all voxels occupied)
+============  ====================================================  ===========================================
 
 The layouts are written down in ``docs/formats.md``. PyTorch files are read with
-``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and plain containers.
+``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and plain containers; msgpack
+and HDF5 hold no code. The optional readers install with ``pip install 'gmn_inr[formats]'``.
 """
 from __future__ import annotations
 

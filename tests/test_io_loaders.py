@@ -442,3 +442,26 @@ def test_optional_readers_missing_give_an_install_hint(tmp_path, monkeypatch):
         load_inr(tmp_path / "s.msgpack")
     with pytest.raises(ImportError, match=r"h5py.*gmn_inr\[formats\]"):
         load_inr(tmp_path / "t.h5")
+
+
+def test_from_tcnn_sine_is_sin_x():
+    """tiny-cuda-nn's Sine activation is sin(x) (no SIREN w0): a tcnn Sine hash network loads as that."""
+    from gmn_inr.fields import HashGridField
+    g = torch.Generator().manual_seed(0)
+    enc = {"otype": "HashGrid", "n_levels": 2, "n_features_per_level": 2, "log2_hashmap_size": 8,
+           "base_resolution": 4, "per_level_scale": 2.0}
+    net = {"otype": "CutlassMLP", "activation": "Sine", "output_activation": "None", "n_neurons": 16,
+           "n_hidden_layers": 2}
+    mats = tcnn_mats(g, 4, 2, 16, 3, scale=3.0)
+    from gmn_inr.fields.hashgrid import hash_levels
+    from gmn_inr.fields import HashGridSpec
+    n_grid = hash_levels(HashGridSpec.from_tcnn(enc)).n_entries * 2
+    table = torch.randn(n_grid, generator=g)
+    flat = torch.cat([m.reshape(-1) for m in mats] + [table])
+    field = HashGridField.from_tcnn(flat, {"encoding": enc, "network": net}, 3)
+    assert field.spec.mlp.w0 == 1.0
+    x = torch.rand(100, 3) * 2 - 1
+    feats, _ = hash_grid((x + 1) / 2, table, 2, 2, 8, 4, 2.0)
+    want = run_mlp(feats, [mats[0][:, :4]] + mats[1:], torch.sin, 3)
+    with torch.no_grad():
+        assert torch.allclose(field(x), want, atol=1e-5)

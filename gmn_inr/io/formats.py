@@ -136,7 +136,8 @@ def tcnn_mlp_weights(params, n_in: int, hidden_layers: int, hidden_dim: int, n_o
     if not params.is_floating_point():
         raise FormatError(f"{what} must be floating point, got {params.dtype}")
     params = params.float().reshape(-1)
-    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) + [(_pad16(n_out), hidden_dim)]
+    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) \
+        + [(_pad16(n_out), hidden_dim)]
     sizes = [a * b for a, b in shapes]
     if params.numel() != sum(sizes):
         raise FormatError(f"{what} has {params.numel()} values; the layout implies {sum(sizes)} "

@@ -108,8 +108,9 @@ def add_mlp(builder: GraphBuilder, input_ids: torch.Tensor, linears: Sequence[nn
 
 
 def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch.Tensor]) -> torch.Tensor:
-    """A field's MLP fed by ``cat(grid channels, frequency-encoding inputs)`` (the field's order),
-    with probe features: the MLP's inputs at the probe points propagated through its layers."""
+    """A field's MLP fed by ``cat(grid channels, frequency-encoding inputs)`` (or the reverse when
+    ``field.encoding_first``: the field's order), with probe features: the MLP's inputs at the probe
+    points propagated through its layers."""
     inputs, probe = [], []
     pts = probe_points()
     with torch.no_grad():
@@ -119,6 +120,10 @@ def add_field_mlp(builder: GraphBuilder, field, grid_channel_ids: Optional[torch
         if field.encoding is not None:
             inputs.append(encoding_input_nodes(builder, field.encoding))
             probe.append(field.encoding(pts))
+    if getattr(field, "encoding_first", False):
+        # the MLP's columns: encoding first; the nodes (and their probe rows) keep their ids
+        inputs.reverse()
+        probe.reverse()
     mlp = field.mlp
     n = len(mlp.layers)
     acts = [mlp.activation] * (n - 1) + ["identity"]

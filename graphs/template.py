@@ -81,13 +81,15 @@ class GraphTemplate:
         with torch.no_grad():
             self.enc_probe = field.encoding(self.points) if field.encoding is not None else None
         self.has_grid = bool(field.grid_dim)
+        self.encoding_first = bool(getattr(field, "encoding_first", False))   # the MLP input order
         # a hash grid's corner indices and weights at the probe points depend on its spec alone
         self.hash_lookup = None
         if hasattr(field, "grid") and hasattr(field.grid, "lookup"):
             with torch.no_grad():
                 self.hash_lookup = field.grid.lookup((self.points + 1.0) * 0.5)   # as HashGridField.grid_features
         n_in = field.mlp.layers[0].in_features
-        # probe rows follow node order: MLP inputs, then per layer its neurons and its bias node
+        # probe rows follow node order: MLP inputs (grid channels, then encoding: the nodes' order
+        # even when the MLP reads the encoding first), then per layer its neurons and its bias node
         self.rows, r = [], n_in
         self.bias_rows = []
         for lin in field.mlp.layers:
@@ -135,8 +137,10 @@ class GraphTemplate:
                 parts.append(field.grid_features(self.points))
             if self.enc_probe is not None:
                 parts.append(self.enc_probe)
-            h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)          # [K, n_in]
+            h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)          # [K, n_in], node order
             out[:h.shape[1]] = h.t()
+            if self.encoding_first:                  # the MLP reads cat(encoding, grid features)
+                h = torch.cat(parts[::-1], dim=1)
             layers = field.mlp.layers
             last = len(layers) - 1
             for k, lin in enumerate(layers):
@@ -184,8 +188,10 @@ class GraphTemplate:
                 parts.append(torch.stack([f.grid_features(self.points) for f in fields]))
             if self.enc_probe is not None:
                 parts.append(self.enc_probe.expand(B, *self.enc_probe.shape))
-            h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)         # [B, K, n_in]
+            h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)         # [B, K, n_in], node order
             out[:, :h.shape[2]] = h.transpose(1, 2)
+            if self.encoding_first:                  # the MLP reads cat(encoding, grid features)
+                h = torch.cat(parts[::-1], dim=2)
             last = len(f0.mlp.layers) - 1
             for k in range(last + 1):
                 lins = [f.mlp.layers[k] for f in fields]

@@ -20,18 +20,19 @@ def nf2vec_file(path, seed=0, n_freqs=24, hidden=3, width=64):
     mats = [torch.randn(width, pad_in, generator=g) / math.sqrt(n_in)]
     mats += [torch.randn(width, width, generator=g) / math.sqrt(width) for _ in range(hidden - 1)]
     mats += [torch.randn(16, width, generator=g) / math.sqrt(width)]
+    mats[0][:, n_in:] = 0          # tcnn feeds 1 on the padding inputs: loadable only when their weights are 0
     torch.save({"mlp_base.params": torch.cat([m.reshape(-1) for m in mats]).half()}, path)
     return [m.half().float() for m in mats]
 
 
 def tcnn_nerf(mats, xyz, n_freqs=24):
     """The formula, written out: u = (xyz + 1) / 2 in [0, 1]; per axis, per k: sin(2^k pi u), cos(2^k pi u);
-    zero padding to the first matrix's width; ReLU between layers; the first 4 outputs."""
+    padding of ones (tcnn's) to the first matrix's width; ReLU between layers; the first 4 outputs."""
     u = (xyz + 1) / 2
     k = 2.0 ** torch.arange(n_freqs) * math.pi
     arg = u.unsqueeze(-1) * k                                             # [N, 3, F]
     enc = torch.stack([torch.sin(arg), torch.cos(arg)], -1).reshape(xyz.shape[0], -1)
-    h = torch.cat([enc, torch.zeros(xyz.shape[0], mats[0].shape[1] - enc.shape[1])], 1)
+    h = torch.cat([enc, torch.ones(xyz.shape[0], mats[0].shape[1] - enc.shape[1])], 1)   # tcnn pads with 1
     for m in mats[:-1]:
         h = torch.relu(h @ m.t())
     return (h @ mats[-1].t())[:, :4]
@@ -65,6 +66,12 @@ def test_nf2vec_loader_matches_the_formula(tmp_path):
         load_inr(tmp_path / "other.pth")
     with pytest.raises(FormatError, match=r"other\.pth is not an nf2vec NeRF"):
         load_nf2vec(tmp_path / "other.pth")
+    # weights on tcnn's constant-1 padding inputs would be a bias the bias-free MLP lacks: refused
+    params = torch.load(tmp_path / "f2.pth", weights_only=True)["mlp_base.params"].clone()
+    params[12] = 0.5                                    # row 0, padding column 12
+    torch.save({"mlp_base.params": params}, tmp_path / "padbias.pth")
+    with pytest.raises(FormatError, match=r"padbias\.pth.*padding inputs"):
+        load_nf2vec(tmp_path / "padbias.pth", n_freqs=2, hidden_layers=2, hidden_dim=16)
     torch.save({"mlp_base.params": torch.zeros(100)}, tmp_path / "short.pth")
     with pytest.raises(FormatError, match=r"short\.pth.*100 values"):
         load_nf2vec(tmp_path / "short.pth")

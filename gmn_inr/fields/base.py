@@ -20,7 +20,8 @@ def cell_centres(res: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
 
 
 class Field(nn.Module):
-    """``xyz [..., 3] in [-1,1] -> raw [..., out_dim]``: ``mlp(cat(grid_features(xyz), encoding(xyz)))``.
+    """``xyz [..., 3] in [-1,1] -> raw [..., out_dim]``: ``mlp(cat(grid_features(xyz), encoding(xyz)))``,
+    or ``mlp(cat(encoding(xyz), grid_features(xyz)))`` when the grid spec says ``encoding_first``.
 
     Subclasses implement :meth:`grid_features` (``[..., C]``) and set ``grid_dim``; the
     family registry (:func:`~gmn_inr.fields.registry.register_family`) sets ``family``.
@@ -39,6 +40,8 @@ class Field(nn.Module):
         self.spec = spec
         self.encoding = FrequencyEncoding(spec.encoding) if spec.encoding is not None else None
         self.mlp = MLP(spec.mlp_in_dim, spec.out_dim, spec.mlp)
+        #: the MLP input order: ``cat(encoding, grid features)`` instead of the reverse
+        self.encoding_first = bool(getattr(spec.grid, "encoding_first", False))
 
     def grid_features(self, xyz: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -57,6 +60,8 @@ class Field(nn.Module):
             parts.append(self.grid_features(xyz))
         if self.encoding is not None:
             parts.append(self.encoding(xyz))
+        if self.encoding_first:
+            parts.reverse()
         return self.mlp(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
 
     def extra_repr(self) -> str:

@@ -193,7 +193,7 @@ class HashGridField(Field):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise SpecError(f"tcnn network config {key!r} must be an integer, got {v!r}")
         mlp = MLPSpec(hidden_layers=int(net.get("n_hidden_layers", 2)), hidden_dim=int(net.get("n_neurons", 64)),
-                      activation=act, bias=False)
+                      activation=act, bias=False, **({"w0": 1.0} if act == "sine" else {}))   # tcnn's Sine is sin(x)
         name = cfg.get("name", "tcnn-hash")
         spec = ArchSpec(family="hashgrid", out_dim=n_output_dims, mlp=mlp, grid=grid,
                         name=name if isinstance(name, str) else "tcnn-hash")

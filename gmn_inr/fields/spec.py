@@ -100,22 +100,44 @@ class FrequencySpec:
 
 @dataclass(frozen=True)
 class TriplaneSpec:
-    """Planes ``(3, C, R, R)`` for pairs (x,y), (x,z), (y,z); bilinear, summed over planes."""
+    """Planes ``(3, C, R, R)`` for pairs (x,y), (x,z), (y,z), sampled bilinearly.
+
+    Conventions (defaults: gmn_inr's own tri-planes, unchanged since the zoo's first files):
+
+    * ``align_corners``: ``grid_sample``'s flag. False: cell ``i`` is centred at ``(2i + 1) / R - 1``
+      (coordinates -1 and 1 are the outer cell edges); True: at ``2i / (R - 1) - 1`` (-1 and 1 are
+      the corner cells' centres), as the main paper's tri-plane NeRFs sample.
+    * ``aggregate``: ``"sum"`` adds the three planes' features (``C`` MLP inputs); ``"concat"``
+      concatenates them plane after plane, ``[xy | xz | yz]`` (``3 C`` MLP inputs).
+    * ``encoding_first``: the MLP reads ``cat(encoding, features)`` instead of ``cat(features, encoding)``.
+    """
 
     resolution: int = 32
     channels: int = 16
+    align_corners: bool = False
+    aggregate: str = "sum"
+    encoding_first: bool = False
+
+    #: the conventions' defaults; ``ArchSpec.to_dict`` leaves a field at its default out, so a spec
+    #: that does not use them serialises exactly as before they existed
+    CONVENTION_DEFAULTS = {"align_corners": False, "aggregate": "sum", "encoding_first": False}
 
     @property
     def feature_dim(self) -> int:
-        return self.channels
+        return self.channels * (3 if self.aggregate == "concat" else 1)
 
     def scaled(self, preset: str) -> "TriplaneSpec":
         k = PRESET_FACTOR[preset]
-        return TriplaneSpec(resolution=max(4, self.resolution // k), channels=max(2, self.channels // 2))
+        return dataclasses.replace(self, resolution=max(4, self.resolution // k), channels=max(2, self.channels // 2))
 
     def validate(self) -> None:
         r = _int("TriplaneSpec", "resolution", self.resolution, 2, 8192)
         c = _int("TriplaneSpec", "channels", self.channels, 1, 1024)
+        for name in ("align_corners", "encoding_first"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"TriplaneSpec.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.aggregate not in ("sum", "concat"):
+            raise SpecError(f"TriplaneSpec.aggregate must be 'sum' or 'concat', got {self.aggregate!r}")
         if 3 * c * r * r > MAX_PARAMS:
             raise SpecError(f"TriplaneSpec {c} x {r}^2 x 3 = {3 * c * r * r} parameters is over the limit {MAX_PARAMS}")
 
@@ -305,6 +327,10 @@ class ArchSpec:
         # (and zoo files) that do not use them serialise exactly as before
         if d.get("encoding") is not None and d["encoding"].get("input_range") == "signed":
             del d["encoding"]["input_range"]
+        if isinstance(self.grid, TriplaneSpec):
+            for k, v in TriplaneSpec.CONVENTION_DEFAULTS.items():
+                if d["grid"].get(k) == v and type(d["grid"].get(k)) is type(v):
+                    del d["grid"][k]
         return d
 
     def to_json(self) -> str:
@@ -335,7 +361,7 @@ class ArchSpec:
 
     @property
     def mlp_in_dim(self) -> int:
-        """Width of the MLP's input (grid channels ++ encoding)."""
+        """Width of the MLP's input (grid channels ++ encoding, or the reverse: ``encoding_first``)."""
         n = self.encoding.out_dim if self.encoding is not None else 0
         return n + (self.grid.feature_dim if self.grid is not None else 0)
 

@@ -25,9 +25,11 @@ ARCHS = {
 @register_family("triplane", grid=TriplaneSpec, archs=ARCHS, training=("TRI",))
 class TriplaneField(Field):
     """``planes [3, C, R, R]``; plane ``p`` is sampled at ``(u, v) = xyz[PLANE_AXES[p]]`` with
-    ``grid_sample`` (bilinear, zero padding, ``align_corners=False``): ``u`` indexes the last
-    (width) dimension, ``v`` the height. The three features are summed, then
-    ``MLP(cat(features, PE(xyz)))``. Default: Cardace et al.'s R=32, C=16, sine 3 x 64."""
+    ``grid_sample`` (bilinear, zero padding, ``align_corners`` from the spec, False by default):
+    ``u`` indexes the last (width) dimension, ``v`` the height. The three features are summed
+    (``[..., C]``) or concatenated plane after plane (``aggregate="concat"``: ``[..., 3C]``), then
+    ``MLP(cat(features, PE(xyz)))`` (``cat(PE(xyz), features)`` with ``encoding_first``).
+    Default: Cardace et al.'s R=32, C=16, sine 3 x 64."""
 
     family = "triplane"
 
@@ -35,7 +37,9 @@ class TriplaneField(Field):
         spec = spec or default_spec("triplane")
         super().__init__(spec)
         g = spec.grid
-        self.grid_dim = g.channels
+        self.grid_dim = g.feature_dim
+        self.align_corners = g.align_corners
+        self.concat = g.aggregate == "concat"
         self.planes = nn.Parameter(torch.randn(3, g.channels, g.resolution, g.resolution) * 0.1)
         self.register_buffer("plane_axes", torch.tensor(PLANE_AXES), persistent=False)
 
@@ -44,5 +48,8 @@ class TriplaneField(Field):
         pts = xyz.reshape(-1, 3)
         uv = pts[:, self.plane_axes]                          # [M, 3, 2] -> per plane (u, v)
         grid = uv.permute(1, 0, 2).unsqueeze(1)               # [3, 1, M, 2]
-        feats = F.grid_sample(self.planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return feats.sum(0).squeeze(1).transpose(0, 1).reshape(*lead, self.grid_dim)  # [..., C]
+        feats = F.grid_sample(self.planes, grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=self.align_corners).squeeze(2)            # [3, C, M]
+        if self.concat:
+            return feats.permute(2, 0, 1).reshape(*lead, self.grid_dim)               # [..., 3C], plane-major
+        return feats.sum(0).transpose(0, 1).reshape(*lead, self.grid_dim)             # [..., C]

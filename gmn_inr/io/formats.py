@@ -1,17 +1,25 @@
 """Loaders for INR files researchers hold; each returns a field and refuses a foreign file by name.
 
-=========================  ===================================================  ==========================
-format                     file                                                 returns
-=========================  ===================================================  ==========================
-``gmn_inr``                safetensors with ``arch_spec`` metadata              the field (any family)
-                           (:func:`save_field`, or a zoo INR file)
-``nf2vec``                 PyTorch state dict ``{'mlp_base.params': flat}`` of  ``MLPField`` (tcnn order,
-                           a tcnn Frequency(24) + FullyFusedMLP(ReLU, 3 x 64)   ``input_range="unit"``)
-                           NeRF (nf2vec's ``nerf_weights.pth``)
-=========================  ===================================================  ==========================
+============  ====================================================  ===========================================
+format        file                                                  returns
+============  ====================================================  ===========================================
+``gmn_inr``   safetensors with ``arch_spec`` metadata               the field (any family)
+              (:func:`save_field`, or a zoo INR file)
+``nf2vec``    ``{'mlp_base.params'}``: tcnn Frequency(24) + ReLU    ``MLPField`` (tcnn order, ``input_range="unit"``)
+              3 x 64 NeRF (nf2vec's ``nerf_weights.pth``)
+``gmnerf``    ``{'triplane' [3,R,R,C], 'mlp_base.params'}``: the    ``TriplaneField`` (``align_corners``,
+              main paper's tri-plane NeRF (``gmnerf.py``)           encoding first, tcnn Sine MLP)
+``cardace``   HDF5 ``triplane [3,C,R,R]`` + SIREN ``params``        ``TriplaneField`` (gmn_inr's TRI conventions)
+              (Cardace et al.; ``cardace.py``, needs h5py)
+``ingp``      instant-ngp NeRF snapshot ``.msgpack`` / ``.ingp``    ``HashGridField`` of the density model
+              (``ingp.py``, needs msgpack)
+``deepsdf``   ``{'epoch', 'model_state_dict'}`` (``deepsdf.py``)    ``DeepSDFDecoder`` (``DeepSDFShape`` with a code)
+``nglod``     NGLOD ``OctreeSDF`` state dict (``nglod.py``)         ``OctreeField`` (all voxels occupied)
+============  ====================================================  ===========================================
 
 The layouts are written down in ``docs/formats.md``. PyTorch files are read with
-``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and plain containers.
+``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and plain containers; msgpack
+and HDF5 hold no code. The optional readers install with ``pip install 'gmn_inr[formats]'``.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ from torch import nn
 from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, SpecError, load_field
 
 FIELD_FORMAT = "gmn_inr.field/1"
-FORMATS = ("gmn_inr", "nf2vec")
+FORMATS = ("gmn_inr", "nf2vec", "gmnerf", "cardace", "ingp", "deepsdf", "nglod")
 
 
 class FormatError(ValueError):
@@ -101,42 +109,109 @@ def load_nf2vec(path: str | Path, n_freqs: int = 24, hidden_layers: int = 3, hid
     if "mlp_base.params" not in state:
         raise FormatError(f"{path} is not an nf2vec NeRF: no 'mlp_base.params' among its keys "
                           f"{sorted(state)[:6]}")
-    params = torch.as_tensor(state["mlp_base.params"]).detach().float().reshape(-1)
     spec = nf2vec_spec(n_freqs, hidden_layers, hidden_dim)
-    n_in = spec.encoding.out_dim
-    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) + [(_pad16(4), hidden_dim)]
-    sizes = [a * b for a, b in shapes]
-    if params.numel() != sum(sizes):
-        raise FormatError(f"{path}: 'mlp_base.params' has {params.numel()} values; an nf2vec NeRF with {n_freqs} "
-                          f"frequencies and {hidden_layers} x {hidden_dim} ReLU layers has {sum(sizes)}")
+    mats = tcnn_mlp_weights(state["mlp_base.params"], spec.encoding.out_dim, hidden_layers, hidden_dim, 4,
+                            f"{path}: 'mlp_base.params' (an nf2vec NeRF with {n_freqs} frequencies and "
+                            f"{hidden_layers} x {hidden_dim} ReLU layers)")
     from gmn_inr.fields import build_field
 
     field = build_field(spec)
     with torch.no_grad():
-        for lin, chunk, (a, b) in zip(field.mlp.layers, torch.split(params, sizes), shapes):
-            lin.weight.copy_(chunk.view(a, b)[:lin.out_features, :lin.in_features])
+        for lin, w in zip(field.mlp.layers, mats):
+            lin.weight.copy_(w)
     return field.eval()
 
 
+def tcnn_mlp_weights(params, n_in: int, hidden_layers: int, hidden_dim: int, n_out: int,
+                     what: str) -> list[torch.Tensor]:
+    """The weight matrices ``[out, in]`` (float32) of a tiny-cuda-nn MLP from its flat ``params``
+    (``FullyFusedMLP`` / ``CutlassMLP``: layers back to back, row-major, no biases; the input width
+    padded to a multiple of 16, the output to a multiple of 16), the padding cut off.
+
+    A tcnn ``Frequency`` or ``Identity`` input encoding fills its padding with **1** (a grid
+    encoding with 0): weights on those columns would act as a bias, which a bias-free MLP cannot
+    hold, so a file where they are not all zero is refused (:class:`FormatError`) rather than loaded
+    as a different function. ``what`` names the tensor in errors."""
+    params = torch.as_tensor(params).detach()
+    if not params.is_floating_point():
+        raise FormatError(f"{what} must be floating point, got {params.dtype}")
+    params = params.float().reshape(-1)
+    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) \
+        + [(_pad16(n_out), hidden_dim)]
+    sizes = [a * b for a, b in shapes]
+    if params.numel() != sum(sizes):
+        raise FormatError(f"{what} has {params.numel()} values; the layout implies {sum(sizes)} "
+                          f"(input {n_in} padded to {_pad16(n_in)}, {hidden_layers} x {hidden_dim}, output {n_out} "
+                          f"padded to {_pad16(n_out)})")
+    mats = [chunk.view(a, b) for chunk, (a, b) in zip(torch.split(params, sizes), shapes)]
+    if bool((mats[0][:, n_in:] != 0).any()):
+        raise FormatError(f"{what}: the first layer has non-zero weights on the {_pad16(n_in) - n_in} padding "
+                          f"inputs that tcnn sets to 1 (an implicit bias gmn_inr's bias-free tcnn MLP cannot hold)")
+    if not bool(torch.isfinite(params).all()):
+        raise FormatError(f"{what} holds NaN or inf values")
+    outs = [hidden_dim] * hidden_layers + [n_out]
+    ins = [n_in] + [hidden_dim] * hidden_layers
+    return [m[:o, :i].clone() for m, o, i in zip(mats, outs, ins)]
+
+
+def _lazy(module: str, name: str):
+    """A loader defined in ``gmn_inr.io.<module>`` (imported when first used: those modules import this one)."""
+    def load(path, **kw):
+        import importlib
+
+        return getattr(importlib.import_module(f"gmn_inr.io.{module}"), name)(path, **kw)
+
+    load.__name__ = name
+    return load
+
+
+def _torch_format(state: dict) -> Optional[str]:
+    """Which PyTorch-file format a loaded state dict is in, by its keys (None: none)."""
+    if "triplane" in state and "mlp_base.params" in state:
+        return "gmnerf"
+    if "mlp_base.params" in state:
+        return "nf2vec"
+    from .deepsdf import is_deepsdf_checkpoint
+    from .nglod import is_nglod_state
+
+    if is_deepsdf_checkpoint(state):
+        return "deepsdf"
+    if is_nglod_state(state):
+        return "nglod"
+    return None
+
+
 def sniff_format(path: str | Path) -> str:
-    """Which of :data:`FORMATS` a file is in (by its content, not its name)."""
+    """Which of :data:`FORMATS` a file is in (by its content, not its name; instant-ngp snapshots by
+    their ``.msgpack`` / ``.ingp`` suffix or a msgpack map / zlib / gzip header)."""
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path} does not exist or is not a file")
     with open(path, "rb") as f:
         head = f.read(16)
+    if path.suffix in (".msgpack", ".ingp"):
+        return "ingp"
+    if path.suffix in (".h5", ".hdf5") or head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "cardace"
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "gmn_inr"
     if head[:2] == b"PK" or path.suffix in (".pth", ".pt"):
         state = _torch_state(path)
-        if "mlp_base.params" in state:
-            return "nf2vec"
+        fmt = _torch_format(state)
+        if fmt is not None:
+            return fmt
         raise FormatError(f"{path}: a PyTorch state dict with keys {sorted(state)[:6]} is in no format gmn_inr reads "
                           f"({', '.join(FORMATS)}); build the module and call graphs.to_graph on it")
+    if head[:1] in (b"\xde", b"\xdf") or 0x80 <= (head[:1] or b"\0")[0] <= 0x8f or head[:2] == b"\x1f\x8b" \
+            or (len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0):
+        return "ingp"
     raise FormatError(f"{path} is in no format gmn_inr reads ({', '.join(FORMATS)})")
 
 
-LOADERS = {"gmn_inr": load_gmn_field, "nf2vec": load_nf2vec}
+LOADERS = {"gmn_inr": load_gmn_field, "nf2vec": load_nf2vec,
+           "gmnerf": _lazy("gmnerf", "load_gmnerf_triplane"), "cardace": _lazy("cardace", "load_cardace_triplane"),
+           "ingp": _lazy("ingp", "load_ingp"),
+           "deepsdf": _lazy("deepsdf", "load_deepsdf"), "nglod": _lazy("nglod", "load_nglod")}
 
 
 def load_inr(path: str | Path, fmt: Optional[str] = None) -> nn.Module:
@@ -148,4 +223,4 @@ def load_inr(path: str | Path, fmt: Optional[str] = None) -> nn.Module:
 
 
 __all__ = ["FIELD_FORMAT", "FORMATS", "FormatError", "load_gmn_field", "load_inr", "load_nf2vec", "nf2vec_spec",
-           "save_field", "sniff_format"]
+           "save_field", "sniff_format", "tcnn_mlp_weights"]

@@ -14,11 +14,11 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-from gmn_inr.fields import FUNCTIONS
+from gmn_inr.fields import FUNCTIONS, ArchSpec
 
 from .formats import FormatError, load_inr
 
-SUFFIXES = (".safetensors", ".pth", ".pt")
+SUFFIXES = (".safetensors", ".pth", ".pt", ".msgpack", ".ingp", ".h5")
 
 
 def _rows_from_folders(src: Path) -> list[dict]:
@@ -78,6 +78,10 @@ def import_folder(src: str | Path, out: str | Path, labels: Optional[str | Path]
         path = src / r["path"]
         try:
             field = load_inr(path, fmt)
+            if not isinstance(getattr(field, "spec", None), ArchSpec):
+                raise FormatError(f"{path} loads as a {type(field).__name__} (a reference module with no ArchSpec, "
+                                  f"e.g. a DeepSDF decoder): a zoo stores gmn_inr fields only; convert it with "
+                                  f"graphs.to_graph instead")
         except FormatError as exc:
             if not skip_unreadable:
                 raise

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--out", required=True, help="store directory (created; an earlier import is extended)")
     m.add_argument("--labels", default=None, help="CSV with columns path, class [, object, split, function]")
     m.add_argument("--function", default="radiance", help="what the INRs output: radiance | sdf | udf | occupancy")
-    m.add_argument("--format", default=None, help="force a loader (gmn_inr | nf2vec); default: from the content")
+    m.add_argument("--format", default=None, help="force a loader (gmn_inr | nf2vec | gmnerf | cardace | ingp | "
+                   "nglod; docs/formats.md); default: from the content")
     m.add_argument("--skip-unreadable", action="store_true", help="list and skip files no loader reads")
 
 

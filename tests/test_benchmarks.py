@@ -69,6 +69,10 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
     again = json.loads((out / "unseen_arch.json").read_text())
     assert again["training"]["L_R"]["steps"] == report["training"]["L_R"]["steps"] == 12
     assert again["retrieval"] == report["retrieval"]
+    # the classifiers and baselines are trained again in the second run: the same numbers (issue 14:
+    # a run is reproducible for a given thread count)
+    assert again["classification"] == report["classification"]
+    assert again["baselines"] == report["baselines"]
 
 
 def test_search_speed_smoke(tmp_path):

@@ -16,6 +16,8 @@ computes the same function (see :meth:`ConcatGMNLayer.from_efficient`) and
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,9 +50,23 @@ class _GMNBlock(nn.Module):
         return x + self.node_out(F.silu(x1))
 
 
-def _receivers(dst: torch.Tensor, n: int):
-    """``(recv [R], recv_of_edge [E], by_recv [E], recv_start [R])``: the nodes with incoming edges,
-    each edge's index among them, the edges ordered by receiver and where each receiver's edges start."""
+class EdgeStructure(NamedTuple):
+    """What every block of one forward needs of ``(src, dst)`` beyond the edges themselves, computed
+    once per forward (:func:`edge_structure`) instead of once per block and once per backward.
+    ``recv [R]`` the nodes with incoming edges, ``recv_of_edge [E]`` each edge's index among them,
+    ``by_recv [E]`` the edges ordered by receiver, ``recv_start [R]`` where each receiver's edges
+    start; ``by_src [E]``, ``src_start [N]`` the same by source (the backward's scatters)."""
+
+    recv: torch.Tensor
+    recv_of_edge: torch.Tensor
+    by_recv: torch.Tensor
+    recv_start: torch.Tensor
+    by_src: torch.Tensor
+    src_start: torch.Tensor
+
+
+def edge_structure(src: torch.Tensor, dst: torch.Tensor, n: int) -> EdgeStructure:
+    """The :class:`EdgeStructure` of a graph with ``n`` nodes and edges ``src -> dst [E]``."""
     count = torch.bincount(dst, minlength=n)
     recv = count.nonzero().squeeze(1)
     slot = torch.empty(n, dtype=torch.long, device=dst.device)
@@ -58,7 +74,10 @@ def _receivers(dst: torch.Tensor, n: int):
     by_recv = torch.sort(dst, stable=True).indices
     count_r = count.index_select(0, recv)
     recv_start = torch.cumsum(count_r, 0) - count_r
-    return recv, slot.index_select(0, dst), by_recv, recv_start
+    count_s = torch.bincount(src, minlength=n)
+    by_src = torch.sort(src, stable=True).indices
+    return EdgeStructure(recv, slot.index_select(0, dst), by_recv, recv_start, by_src,
+                         torch.cumsum(count_s, 0) - count_s)
 
 
 class _GMNBlockFn(torch.autograd.Function):
@@ -68,12 +87,12 @@ class _GMNBlockFn(torch.autograd.Function):
     gradients, accumulation adds, activation masks); here every per-edge pass is counted: the
     backward is 6 ``[E, H] x [H, H]`` products (weights' and inputs' gradients of the 3 edge
     products) plus ~8 elementwise ``[E, H]`` passes, and per node a few ``[N, H]`` ones.
-    Inputs: ``x, e, src, dst, inv_deg``, the receivers (:func:`_receivers`), then the block's
+    Inputs: ``x, e, src, inv_deg``, the fields of an :class:`EdgeStructure`, then the block's
     parameters in :meth:`GMNLayer._params` order. ``inv_deg`` gets no gradient.
     """
 
     @staticmethod
-    def forward(ctx, x, e, src, inv_deg, recv, recv_of_edge, by_recv, recv_start, eps_x, eps_e,
+    def forward(ctx, x, e, src, inv_deg, recv, recv_of_edge, by_recv, recv_start, by_src, src_start, eps_x, eps_e,
                 gx, bx, ge, be, wp, w1e, b1, w2e, b2, w3, b3, wo, bo, weo, beo):
         h, n = x.shape[1], x.shape[0]
         xn, mean_x, rstd_x = torch.native_layer_norm(x, [h], gx, bx, eps_x)
@@ -96,7 +115,7 @@ class _GMNBlockFn(torch.autograd.Function):
         s1 = F.silu(e1)
         e_new = (e + beo).addmm_(s1, weo.t())
         ctx.save_for_backward(x, mean_x, rstd_x, xn, xr, e, mean_e, rstd_e, u, e1, m, agg, x1, s3, s1,
-                              src, inv_deg, recv, recv_of_edge, by_recv, recv_start,
+                              src, inv_deg, recv, recv_of_edge, by_recv, recv_start, by_src, src_start,
                               gx, bx, ge, be, wp, w1e, w2e, w3, wo, weo)
         return x_new, e_new
 
@@ -104,7 +123,7 @@ class _GMNBlockFn(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_x, g_e):
         (x, mean_x, rstd_x, xn, xr, e, mean_e, rstd_e, u, e1, m, agg, x1, s3, s1, src, inv_deg, recv, recv_of_edge,
-         by_recv, recv_start, gx, bx, ge, be, wp, w1e, w2e, w3, wo, weo) = ctx.saved_tensors
+         by_recv, recv_start, by_src, src_start, gx, bx, ge, be, wp, w1e, w2e, w3, wo, weo) = ctx.saved_tensors
         h, n = x.shape[1], x.shape[0]
         if g_x is None:
             g_x = torch.zeros_like(x)
@@ -130,8 +149,6 @@ class _GMNBlockFn(torch.autograd.Function):
         g_u = g_e1 @ w1e
         # per-node gradients [g p1 | g p2 | g p3] from the edges' scatters, then one product back to LN x
         # scatters as bags over edges sorted by node (a gathering sum: faster than index_add_)
-        count = torch.bincount(src, minlength=n)
-        by_src, src_start = torch.sort(src, stable=True).indices, torch.cumsum(count, 0) - count
         g_p = torch.cat([F.embedding_bag(by_src, g_e1, src_start, mode="sum"),
                          F.embedding_bag(by_src, g_z2, src_start, mode="sum"), g_z3], dim=1)   # [N, 3H]
         g_t = F.embedding_bag(by_recv, g_e1, recv_start, mode="sum")             # [R, H]
@@ -147,7 +164,7 @@ class _GMNBlockFn(torch.autograd.Function):
                                                                       [True, ge is not None, be is not None])
         g_wp = torch.cat([g_wnode[:2 * h], g_w1t])
         g_w3 = torch.cat([g_wnode[2 * h:], g_w3a], dim=1)
-        return (g_xin.add_(g_x), g_ein.add_(g_e), None, None, None, None, None, None, None, None,
+        return (g_xin.add_(g_x), g_ein.add_(g_e), None, None, None, None, None, None, None, None, None, None,
                 g_gx, g_bx, g_ge, g_be, g_wp, g_w1e, g_b1, g_w2e, g_b2, g_w3, g_b3, g_wo, g_bo, g_weo, g_beo)
 
 
@@ -167,13 +184,14 @@ class GMNLayer(_GMNBlock):
         self.edge_w2 = nn.Linear(h, h)        # e' part of W2 (+ W2's bias)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-                inv_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [N, H]``, ``e [E, H]``, ``src, dst [E]`` long, ``inv_deg [N, 1]`` -> new ``(x, e)``."""
+                inv_deg: torch.Tensor, structure: Optional[EdgeStructure] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [N, H]``, ``e [E, H]``, ``src, dst [E]`` long, ``inv_deg [N, 1]`` -> new ``(x, e)``.
+        ``structure``: :func:`edge_structure` of ``(src, dst)`` when the caller shares it between blocks."""
+        if structure is None:
+            structure = edge_structure(src, dst, x.shape[0])
         if torch.is_autocast_enabled(x.device.type):
-            return self.forward_composed(x, e, src, dst, inv_deg)     # the hand-written backward is one dtype
-        recv, recv_of_edge, by_recv, recv_start = _receivers(dst, x.shape[0])
-        return _GMNBlockFn.apply(x, e, src, inv_deg, recv, recv_of_edge, by_recv, recv_start,
-                                 self.ln_x.eps, self.ln_e.eps, *self._params())
+            return self.forward_composed(x, e, src, dst, inv_deg, structure)   # the hand-written backward is one dtype
+        return _GMNBlockFn.apply(x, e, src, inv_deg, *structure, self.ln_x.eps, self.ln_e.eps, *self._params())
 
     def _params(self) -> list[torch.Tensor]:
         return [self.ln_x.weight, self.ln_x.bias, self.ln_e.weight, self.ln_e.bias, self.node_proj.weight,
@@ -182,10 +200,11 @@ class GMNLayer(_GMNBlock):
                 self.edge_out.weight, self.edge_out.bias]
 
     def forward_composed(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-                         inv_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         inv_deg: torch.Tensor, structure: Optional[EdgeStructure] = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` from autograd-differentiated torch ops (autocast, double backward)."""
         h, n = self.hidden, x.shape[0]
-        recv, recv_of_edge, by_recv, recv_start = _receivers(dst, n)
+        recv, recv_of_edge, by_recv, recv_start = (structure or edge_structure(src, dst, n))[:4]
         xn = self.ln_x(x)
         wp, w3 = self.node_proj.weight, self.node_upd.weight      # wp rows [W1s; W2s; W1t]; w3 = [W3x | W3a]
         # every node's own terms in one product, each layer's bias folded in once per node:
@@ -233,8 +252,8 @@ class ConcatGMNLayer(_GMNBlock):
                 getattr(out, name).load_state_dict(getattr(layer, name).state_dict())
         return out
 
-    def forward(self, x, e, src, dst, inv_deg):
-        """Same signature and result as :meth:`GMNLayer.forward`."""
+    def forward(self, x, e, src, dst, inv_deg, structure=None):
+        """Same signature and result as :meth:`GMNLayer.forward` (``structure`` is not needed)."""
         xn = self.ln_x(x)
         e1 = torch.relu(self.w1(torch.cat([xn[src], xn[dst], self.ln_e(e)], dim=-1)))
         m = torch.relu(self.w2(torch.cat([xn[src], e1], dim=-1)))

@@ -36,7 +36,7 @@ from torch import nn
 from graphs.layout import (E_LAYER, E_LEVEL, E_TYPE, E_VALUE, EDGE_DIM, LAYER_SCALE, LEVEL_SCALE, N_OUT, N_TYPE,
                            NODE_DIM, NUM_EDGE_TYPES, NUM_NODE_TYPES, OUT_SCALE, NodeType)
 from graphs.graph import batch_graphs  # noqa: F401  (one batching function; importable from here too)
-from gmn_inr.blocks import ConcatGMNLayer, GMNLayer  # noqa: F401  (importable from here too)
+from gmn_inr.blocks import ConcatGMNLayer, GMNLayer, edge_structure  # noqa: F401  (importable from here too)
 from graphs.probe import NUM_PROBES
 
 _NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
@@ -275,8 +275,10 @@ class GMNEncoder(nn.Module):
         """Pre-encoder, blocks and readout: ``[G, D]`` before ``embed_norm``."""
         h = self.encode_nodes(x, probe, probe_index)
         e = self.encode_edges(edge_attr, edge_graph)
+        # the receivers' and senders' orderings are the same for every block: sorted once per forward
+        structure = edge_structure(src, dst, h.shape[0]) if any(isinstance(b, GMNLayer) for b in self.blocks) else None
         for block in self.blocks:
-            h, e = block(h, e, src, dst, inv_deg)
+            h, e = block(h, e, src, dst, inv_deg, structure)
         return self._readout(h, e, x, edge_graph, node_graph, num_graphs, probe, probe_index)
 
     def _probe_inputs(self, batch, n_nodes: int, dtype: torch.dtype):

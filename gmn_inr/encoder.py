@@ -36,7 +36,7 @@ from torch import nn
 from graphs.layout import (E_LAYER, E_LEVEL, E_TYPE, E_VALUE, EDGE_DIM, LAYER_SCALE, LEVEL_SCALE, N_OUT, N_TYPE,
                            NODE_DIM, NUM_EDGE_TYPES, NUM_NODE_TYPES, OUT_SCALE, NodeType)
 from graphs.graph import batch_graphs  # noqa: F401  (one batching function; importable from here too)
-from gmn_inr.blocks import ConcatGMNLayer, GMNLayer, edge_structure  # noqa: F401  (importable from here too)
+from gmn_inr.blocks import ConcatGMNLayer, GMNLayer, edge_structure, pooled_relu_linear  # noqa: F401
 from graphs.probe import NUM_PROBES
 
 _NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
@@ -108,8 +108,9 @@ class GMNEncoder(nn.Module):
     ``GMNEncoder.from_preset("cpu" | "paper" | "tiny")`` gives named sizes.
     """
 
-    #: edges per readout chunk when no gradient is needed (bounds inference memory)
-    READOUT_CHUNK = 32768
+    #: edges per readout chunk (blocks.pooled_relu_linear): its [chunk, D] activations stay in cache,
+    #: and inference memory is bounded
+    READOUT_CHUNK = 4096
 
     def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
                  value_freqs: int = 64, efficient: bool = True, probe_dim: int = NUM_PROBES,
@@ -304,12 +305,7 @@ class GMNEncoder(nn.Module):
         """Mean over each graph's edges of ``ReLU(Linear(e))`` (+ the same over its output neurons'
         ``h``, with their probe rows when ``probe_readout``): ``h [N, H]``, ``e [E, H]``, node
         features ``x [N, NODE_DIM]``, ``probe [M, K]`` of nodes ``probe_index [M]`` -> ``[G, D]``."""
-        pooled = e.new_zeros(num_graphs, self.config.embed_dim)
-        # without autograd the [E, D] activations need not exist at once (D = 1024 on 500k edges
-        # would be 2 GB): pool them chunk by chunk
-        step = e.shape[0] if torch.is_grad_enabled() else self.READOUT_CHUNK
-        for i in range(0, e.shape[0], max(step, 1)):
-            pooled = pooled.index_add(0, edge_graph[i:i + step], torch.relu(self.readout(e[i:i + step])))
+        pooled = pooled_relu_linear(e, edge_graph, num_graphs, self.readout, self.READOUT_CHUNK)
         n_edges = torch.bincount(edge_graph, minlength=num_graphs).clamp_min(1).to(pooled.dtype)
         pooled = pooled / n_edges.unsqueeze(1)
         if self.output_readout is not None:

@@ -4,10 +4,15 @@
 
 The encoder is trained on pairs of one object's INRs under two different implicit functions
 (same architecture) in four settings: no regularisation (a decoder head per function), L2
-alignment only, INRet's unified decoder only (every embedding decoded as a UDF), and both.
-For every ordered pair of functions (query A, gallery B), recall@1 of the same object among the
-test objects' B-INRs; the table reports each pair and their mean. INRet: ~10% without, 82% with
-both. Writes ``OUT/implicit_functions.json`` and ``.md``.
+alignment only, INRet's unified decoder only (every embedding decoded as the shape's UDF, taken
+from the object's SDF INR) and both; a fifth row trains the last setting on the raw output rows
+(``--ablation``, default on: what the function-canonical probe rows bring). Every other row reads
+graphs whose output probe row is the function-canonical truncated distance
+(:mod:`gmn_inr.canonical`). For every ordered pair of functions (query A, gallery B), recall@1
+of the same object among the test objects' B-INRs; the table reports each pair and their mean,
+beside two rows without learning: the raw and the canonical outputs at the probe points,
+compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
+and ``.md``.
 """
 from __future__ import annotations
 
@@ -22,15 +27,18 @@ from pathlib import Path
 
 import torch
 
+from gmn_inr.canonical import FunctionCanonical, canonical_output_features, shape_teacher_pairs
 from gmn_inr.bench import BENCH_PRESETS, embed_records, ensure_zoo, git_commit, log, tune_malloc
 
 FUNCS = ("sdf", "udf", "occupancy")
-SETTINGS = {  # name -> (loss, unified decoder)
-    "no regularisation": ("R", None),
-    "L2 only": ("R+L2", None),
-    "unified decoder only": ("R", "udf"),
-    "L2 + unified decoder": ("R+L2", "udf"),
+SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows)
+    "no regularisation": ("R", None, True),
+    "L2 only": ("R+L2", None, True),
+    "unified decoder only": ("R", "udf", True),
+    "L2 + unified decoder": ("R+L2", "udf", True),
 }
+#: the ablation: the full setting on the raw output rows (the encoder before gmn_inr.canonical)
+ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False)}
 
 
 def function_pairs(records, split: str, arch: str) -> list:
@@ -40,33 +48,6 @@ def function_pairs(records, split: str, arch: str) -> list:
         if r.split == split and r.arch == arch and r.function in FUNCS:
             by_obj.setdefault(r.object_id, {})[r.function] = r
     return [(fs[a], fs[b]) for fs in by_obj.values() for a, b in itertools.combinations(FUNCS, 2) if a in fs and b in fs]
-
-
-class ShapeTeacher:
-    """A record whose graph is its own but whose teacher is its object's SDF INR.
-
-    INRet's unified decoder reconstructs one function (the UDF) of the *shape* from any INR's
-    embedding; an occupancy INR alone does not determine a UDF, so the target comes from the
-    same object's SDF INR (UDF = |SDF|), as INRet takes it from the shape."""
-
-    def __init__(self, rec, sdf_rec):
-        self._rec, self._sdf = rec, sdf_rec
-        self.function = "sdf"
-
-    def __getattr__(self, name):
-        return getattr(self._rec, name)
-
-    def graph(self):
-        return self._rec.graph()
-
-    def field(self):
-        return self._sdf.field()
-
-
-def with_shape_teachers(pairs: list) -> list:
-    sdf = {r.object_id: r for pair in pairs for r in pair if r.function == "sdf"}
-    return [tuple(ShapeTeacher(r, sdf[r.object_id]) for r in pair) for pair in pairs
-            if all(r.object_id in sdf for r in pair)]
 
 
 def cross_function_recall(z, recs) -> dict:
@@ -84,6 +65,19 @@ def cross_function_recall(z, recs) -> dict:
     return out
 
 
+@torch.no_grad()
+def no_learning_rows(test) -> dict:
+    """Recall of the outputs at the probe points compared by cosine, no learning: raw (``asinh``,
+    the encoder's squashing) and function-canonical (:func:`gmn_inr.canonical.canonical_values`)."""
+    from gmn_inr.baselines import sampled_output_features
+
+    fields = [r.field() for r in test]
+    raw = torch.stack([sampled_output_features(f) for f in fields])
+    canon = torch.stack([canonical_output_features(f, r.function) for f, r in zip(fields, test)])
+    return {"no learning: raw outputs at the probe points": cross_function_recall(raw, test),
+            "no learning: canonical outputs at the probe points": cross_function_recall(canon, test)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
@@ -94,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-ablation", dest="ablation", action="store_false",
+                    help="skip the raw-output-rows row (the full setting without gmn_inr.canonical)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
@@ -104,28 +100,36 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None)
     records = list(store)
-    pairs = function_pairs(records, "train", args.arch)
+    train_recs = [r for r in records if r.split == "train" and r.arch == args.arch and r.function in FUNCS]
+    pairs = function_pairs(train_recs, "train", args.arch)
     test = [r for r in records if r.split == "test" and r.arch == args.arch and r.function in FUNCS]
     if not pairs or not test:
         raise SystemExit(f"the zoo has no {args.arch} INRs of several implicit functions {FUNCS}")
     log(f"{len(pairs)} training pairs, {len(test)} test INRs ({args.arch})")
     runs = Path(args.runs or f"runs/{args.preset}/implicit")
-    results, training = {}, {}
-    for name, (loss, unified) in SETTINGS.items():
+    results, training = no_learning_rows(test), {}
+    settings = {**SETTINGS, **(ABLATION if args.ablation else {})}
+    for name, (loss, unified, canon) in settings.items():
         cfg = TrainConfig.for_preset(bp.encoder, loss=loss, unified=unified, steps=steps, seed=0,
                                      functions=list(FUNCS) if unified is None else [unified],
                                      ckpt_every=max(10, steps // 10))
-        log(f"training: {name} ({loss}, unified={unified}, {steps} steps)")
-        train_pairs = pairs if unified is None else with_shape_teachers(pairs)
-        res = train(cfg, train_pairs, out_dir=runs / name.replace(" ", "_").replace("+", "p"), resume=True)
-        z, _ = embed_records(res.encoder, test, args.device)
+        log(f"training: {name} ({loss}, unified={unified}, canonical rows={canon}, {steps} steps)")
+        wrap = FunctionCanonical if canon else (lambda r: r)
+        train_pairs = [(wrap(a), wrap(b)) for a, b in pairs]
+        if unified is not None:
+            train_pairs = shape_teacher_pairs(train_pairs)
+        run_dir = runs / (name.replace(" ", "_").replace("+", "p").replace(",", "") + ("_canon" if canon else ""))
+        res = train(cfg, train_pairs, out_dir=run_dir, resume=True)
+        z, _ = embed_records(res.encoder, [wrap(r) for r in test], args.device)
         results[name] = cross_function_recall(z, test)
-        training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None}
+        training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
+                          "canonical_rows": canon}
         log(f"{name}: mean recall@1 across functions {100 * results[name]['mean@1']:.1f}%")
     report = {"retrieval": results, "training": training,
               "meta": {"preset": args.preset, "arch": args.arch, "commit": git_commit(), "device": args.device,
                        "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_test": len(test),
-                       "n_train_pairs": len(pairs), "steps": steps, "wall_seconds": time.perf_counter() - t0}}
+                       "n_train_pairs": len(pairs), "steps": steps, "wall_seconds": time.perf_counter() - t0,
+                       "threads": torch.get_num_threads()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols = [k for k in next(iter(results.values())) if k != "mean@1"]

@@ -32,8 +32,9 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 
-from graphs.layout import N_TYPE, NodeType
+from graphs.layout import N_OUT, N_TYPE, OUT_SCALE, NodeType
 
 #: the truncation of the canonical distance (= gmn_inr.losses.SDF_CLAMP, the decoder's clamp)
 TRUNCATION = 0.1
@@ -43,6 +44,13 @@ TRUNCATION = 0.1
 #: 0.075 90% / 90%: logits grow more slowly than distance away from the surface.
 OCC_MEDIAN_DISTANCE = 0.075
 IMPLICIT = ("sdf", "udf", "occupancy")
+#: the density a radiance field reaches inside its object (the zoo fits ``SIGMA_MAX * sigmoid(-sdf /
+#: eps)``, gmn_inr.zoo.gate.SIGMA_MAX): ``sigma / DENSITY_REF`` is read as an occupancy probability
+DENSITY_REF = 30.0
+#: the output channel whose probe row carries the canonical distance in ``geometry`` mode (radiance's
+#: density channel): sdf / udf / occupancy outputs are moved there, so one readout matrix reads the
+#: geometry of every INR, radiance or implicit
+GEOMETRY_CHANNEL = 3
 
 
 def canonical_values(values: torch.Tensor, function: str) -> torch.Tensor:
@@ -64,33 +72,62 @@ def canonical_values(values: torch.Tensor, function: str) -> torch.Tensor:
     return d.clamp_max(TRUNCATION)
 
 
-def canonical_graph(graph, function: str):
-    """A copy of ``graph`` (ParameterGraph) whose output neurons' probe rows are
-    :func:`canonical_values` of the originals (radiance: ``graph`` itself). Raises ``ValueError``
-    if the graph has no probe rows for its output neurons."""
+def density_logit(raw_sigma: torch.Tensor) -> torch.Tensor:
+    """A radiance field's raw density output ``[..., K]`` -> the logit of ``softplus(raw) /
+    DENSITY_REF`` (an occupancy logit, ``[..., K]``), clamped to a probability in ``[1e-6, 1 - 1e-6]``."""
+    p = (F.softplus(raw_sigma) / DENSITY_REF).clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def canonical_geometry(outputs: torch.Tensor, function: str) -> torch.Tensor:
+    """An INR's raw outputs ``outputs [C, K]`` at ``K`` points -> its truncated unsigned distance
+    estimate ``[K]``: radiance reads its density channel as an occupancy (:func:`density_logit`)."""
     if function == "radiance":
+        if outputs.shape[0] != 4:
+            raise ValueError(f"a radiance INR has 4 outputs (r, g, b, sigma), got {outputs.shape[0]}")
+        return canonical_values(density_logit(outputs[3]), "occupancy")
+    if outputs.shape[0] != 1:
+        raise ValueError(f"an {function} INR has one output, got {outputs.shape[0]}")
+    return canonical_values(outputs[0], function)
+
+
+def canonical_graph(graph, function: str, geometry: bool = False):
+    """A copy of ``graph`` (ParameterGraph) whose output neurons' probe rows are
+    :func:`canonical_values` of the originals (radiance: ``graph`` itself).
+
+    ``geometry``: also the radiance fields' density row becomes their canonical distance
+    (:func:`canonical_geometry`), and an implicit INR's output neuron is given the density's channel
+    (:data:`GEOMETRY_CHANNEL`), so every INR's geometry is read by one probe-readout matrix.
+    Raises ``ValueError`` if the graph has no probe rows for its output neurons."""
+    if function == "radiance" and not geometry:
         return graph
     if graph.probe is None:
         raise ValueError("canonical_graph needs a graph with probe features (graphs.to_graph of a field)")
     is_out = graph.x[graph.probe_index, N_TYPE] == int(NodeType.OUTPUT)            # [M]
     if not bool(is_out.any()):
         raise ValueError("canonical_graph: the graph has no probe row for an output neuron")
-    probe = graph.probe.clone()
-    probe[is_out] = canonical_values(probe[is_out], function)
-    return dataclasses.replace(graph, probe=probe)
+    probe, x = graph.probe.clone(), graph.x
+    if function == "radiance":
+        chan = (graph.x[graph.probe_index, N_OUT] * OUT_SCALE).round().long()
+        rows = is_out & (chan == GEOMETRY_CHANNEL)
+        if int(rows.sum()) != 1:
+            raise ValueError(f"a radiance graph needs one density output neuron, found {int(rows.sum())}")
+        probe[rows] = canonical_values(density_logit(probe[rows]), "occupancy")
+    else:
+        probe[is_out] = canonical_values(probe[is_out], function)
+        if geometry:
+            x = x.clone()
+            x[graph.probe_index[is_out], N_OUT] = GEOMETRY_CHANNEL / OUT_SCALE
+    return dataclasses.replace(graph, x=x, probe=probe)
 
 
 @torch.no_grad()
 def canonical_output_features(field: torch.nn.Module, function: str) -> torch.Tensor:
-    """No-learning baseline: the INR's :func:`canonical_values` at the probe points, ``[K]``
-    (implicit functions have one output), compared by cosine."""
+    """No-learning baseline: the INR's :func:`canonical_geometry` at the probe points, ``[K]``,
+    compared by cosine (radiance fields: from their density)."""
     from gmn_inr.baselines import sampled_outputs
 
-    out = sampled_outputs(field)                                       # [C, K]
-    if function == "radiance" or out.shape[0] != 1:
-        raise ValueError(f"canonical_output_features reads one-output implicit INRs, got {function!r} "
-                         f"with {out.shape[0]} outputs")
-    return canonical_values(out[0], function)
+    return canonical_geometry(sampled_outputs(field), function)
 
 
 class _Wrapped:
@@ -107,15 +144,16 @@ class _Wrapped:
 
 
 class FunctionCanonical(_Wrapped):
-    """A record whose graph carries :func:`canonical_graph`'s output probe rows (cached)."""
+    """A record whose graph carries :func:`canonical_graph`'s output probe rows (cached);
+    ``geometry``: as :func:`canonical_graph`'s (radiance and implicit INRs in one space)."""
 
-    def __init__(self, rec):
+    def __init__(self, rec, geometry: bool = False):
         super().__init__(rec)
-        self._canon = None
+        self._canon, self._geometry = None, geometry
 
     def graph(self):
         if self._canon is None:
-            self._canon = canonical_graph(self._rec.graph(), self._rec.function)
+            self._canon = canonical_graph(self._rec.graph(), self._rec.function, self._geometry)
         return self._canon
 
     def field(self):

@@ -78,6 +78,50 @@ def no_learning_rows(test) -> dict:
             "no learning: canonical outputs at the probe points": cross_function_recall(canon, test)}
 
 
+def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str) -> tuple[dict, dict]:
+    """Geometry <-> appearance: one encoder trained on (SDF, NeRF) and (NeRF, NeRF) pairs of the
+    training objects (rendering + SDF reconstruction + SigLIP + L2, gmn_inr.cross_modal), then
+    recall between the test objects' SDF INRs and their radiance INRs of every training family;
+    beside it the same recall of the canonical outputs at the probe points, no learning."""
+    from gmn_inr.cross_modal import cross_modal_pairs, cross_modal_recall
+    from gmn_inr.fields import registry
+    from gmn_inr.train import TrainConfig, train
+
+    fams = registry.architectures(training=True)
+    pairs = cross_modal_pairs([r for r in records if r.split == "train"], implicit_arch=arch, radiance_archs=fams)
+    test = [FunctionCanonical(r, geometry=True) for r in records if r.split == "test" and (
+        (r.function == "sdf" and r.arch == arch) or (r.function == "radiance" and r.arch in fams))]
+    if not pairs or not any(r.function == "sdf" for r in test):
+        raise SystemExit(f"cross-modality needs {arch} sdf INRs and radiance INRs of {fams} in the zoo")
+    log(f"cross-modality: {len(pairs)} training pairs ({sum(a.function == 'sdf' for a, _ in pairs)} SDF-NeRF), "
+        f"{len(test)} test INRs, {steps} steps")
+    with torch.no_grad():
+        base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
+    cfg = TrainConfig.for_preset(bp.encoder, loss="R+C+L2", steps=steps, seed=0, functions=["radiance", "sdf"],
+                                 ckpt_every=max(10, steps // 10))
+    res = train(cfg, pairs, out_dir=runs / "cross_modality", resume=True)
+    z, _ = embed_records(res.encoder, test, device)
+    out = {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
+           "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
+    return out, {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
+                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "steps": steps}
+
+
+def cross_modality_markdown(xmod: dict, info: dict) -> list:
+    """The geometry <-> appearance table: recall@1 per gallery/query family and pooled."""
+    first = next(iter(xmod.values()))
+    fam_cols = list(first["by_family"])
+    lines = ["", f"Geometry <-> appearance: {info['n_test']} test INRs (SDF {', '.join(info['families'])} radiance), "
+             f"one encoder trained {info['steps']} steps on {info['n_train_pairs']} pairs. Recall@1 (%), query/gallery; "
+             "pooled: the gallery holds every family (recall@5 in brackets).", "",
+             "| | sdf/radiance | radiance/sdf | " + " | ".join(fam_cols) + " |", "|---" * (len(fam_cols) + 3) + "|"]
+    for n, r in xmod.items():
+        lines.append(f"| {n} | {100 * r['sdf/radiance']['1']:.1f} ({100 * r['sdf/radiance']['5']:.1f}) | "
+                     f"{100 * r['radiance/sdf']['1']:.1f} ({100 * r['radiance/sdf']['5']:.1f}) | "
+                     + " | ".join(f"{100 * r['by_family'][c]['1']:.1f}" for c in fam_cols) + " |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
@@ -90,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--no-ablation", dest="ablation", action="store_false",
                     help="skip the raw-output-rows row (the full setting without gmn_inr.canonical)")
+    ap.add_argument("--no-cross-modality", dest="cross_modality", action="store_false",
+                    help="skip the geometry <-> appearance table (SDF INRs against radiance INRs)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
@@ -125,6 +171,12 @@ def main(argv=None) -> int:
         training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
                           "canonical_rows": canon}
         log(f"{name}: mean recall@1 across functions {100 * results[name]['mean@1']:.1f}%")
+    xmod = xmod_training = None
+    if args.cross_modality:
+        xmod, xmod_training = cross_modality(records, args.arch, bp, steps, runs, args.device)
+        training["cross_modality"] = xmod_training
+        log("cross-modality: " + ", ".join(f"{n}: sdf/radiance {100 * r['sdf/radiance']['1']:.1f}%, radiance/sdf "
+                                           f"{100 * r['radiance/sdf']['1']:.1f}%" for n, r in xmod.items()))
     report = {"retrieval": results, "training": training,
               "meta": {"preset": args.preset, "arch": args.arch, "commit": git_commit(), "device": args.device,
                        "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_test": len(test),
@@ -139,6 +191,10 @@ def main(argv=None) -> int:
           "", "| setting | " + " | ".join(cols) + " | mean |", "|---" * (len(cols) + 2) + "|"]
     md += [f"| {n} | " + " | ".join(f"{100 * r[c]['1']:.1f}" for c in cols) + f" | {100 * r['mean@1']:.1f} |"
            for n, r in results.items()]
+    if xmod is not None:
+        report["cross_modality"] = xmod["GMN, R+C+L2, geometry rows"]
+        report["cross_modality_table"] = xmod
+        md += cross_modality_markdown(xmod, xmod_training)
     md = "\n".join(md) + "\n"
     tmp = out / "implicit_functions.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))

@@ -121,11 +121,18 @@ def test_zoo_fit_speed_smoke(tmp_path):
 def test_implicit_functions_smoke(tmp_path):
     from gmn_inr.zoo.build import build_zoo, preset_config
 
-    # the tiny zoo has one implicit function per object; this script pairs two of them
+    # the tiny zoo has one implicit function per object; this script pairs them, and the SDF INRs
+    # with the radiance INRs of the same objects (the cross-modality table)
     zoo = tmp_path / "zoo"
-    build_zoo(zoo, config=preset_config("tiny", per_class=6, archs={"sdf": ["HASH"], "udf": ["HASH"]}), progress=False,
-              log=lambda *a: None)
+    build_zoo(zoo, config=preset_config("tiny", per_class=4, archs={"sdf": ["HASH"], "udf": ["HASH"], "occupancy": ["HASH"],
+                                                                    "radiance": ["MLP", "HASH"]}),
+              progress=False, log=lambda *a: None)
     _run([ROOT / "benchmarks" / "implicit_functions.py", "--preset", "smoke", "--zoo", zoo, "--steps", "2",
           "--out", tmp_path / "results", "--runs", tmp_path / "runs", "--threads", "1"], timeout=600)
     report = json.loads((tmp_path / "results" / "implicit_functions.json").read_text())
     assert report["retrieval"] and all(0.0 <= r["mean@1"] <= 1.0 for r in report["retrieval"].values())
+    assert "L2 + unified decoder, raw output rows" in report["retrieval"]
+    assert "no learning: canonical outputs at the probe points" in report["retrieval"]
+    xm = report["cross_modality"]
+    assert set(xm) >= {"sdf/radiance", "radiance/sdf"} and set(xm["sdf/radiance"]) == {"1", "5", "10"}
+    assert "Geometry <-> appearance" in (tmp_path / "results" / "implicit_functions.md").read_text()

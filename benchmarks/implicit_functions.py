@@ -78,33 +78,45 @@ def no_learning_rows(test) -> dict:
             "no learning: canonical outputs at the probe points": cross_function_recall(canon, test)}
 
 
-def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str) -> tuple[dict, dict]:
+def cross_modal_test(records, arch: str, fams) -> list:
+    """The SDF INRs of ``arch`` and radiance INRs of ``fams`` among ``records``, geometry rows."""
+    return [FunctionCanonical(r, geometry=True) for r in records
+            if (r.function == "sdf" and r.arch == arch) or (r.function == "radiance" and r.arch in fams)]
+
+
+def cross_modal_rows(encoder, test: list, device: str) -> dict:
+    """The cross-modality table's rows for the records ``test`` (see :func:`cross_modal_test`)."""
+    from gmn_inr.cross_modal import cross_modal_recall
+
+    with torch.no_grad():
+        base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
+    z, _ = embed_records(encoder, test, device)
+    return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
+            "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
+
+
+def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str):
     """Geometry <-> appearance: one encoder trained on (SDF, NeRF) and (NeRF, NeRF) pairs of the
     training objects (rendering + SDF reconstruction + SigLIP + L2, gmn_inr.cross_modal), then
     recall between the test objects' SDF INRs and their radiance INRs of every training family;
     beside it the same recall of the canonical outputs at the probe points, no learning."""
-    from gmn_inr.cross_modal import cross_modal_pairs, cross_modal_recall
+    from gmn_inr.cross_modal import cross_modal_pairs
     from gmn_inr.fields import registry
     from gmn_inr.train import TrainConfig, train
 
     fams = registry.architectures(training=True)
     pairs = cross_modal_pairs([r for r in records if r.split == "train"], implicit_arch=arch, radiance_archs=fams)
-    test = [FunctionCanonical(r, geometry=True) for r in records if r.split == "test" and (
-        (r.function == "sdf" and r.arch == arch) or (r.function == "radiance" and r.arch in fams))]
+    test = cross_modal_test([r for r in records if r.split == "test"], arch, fams)
     if not pairs or not any(r.function == "sdf" for r in test):
         raise SystemExit(f"cross-modality needs {arch} sdf INRs and radiance INRs of {fams} in the zoo")
     log(f"cross-modality: {len(pairs)} training pairs ({sum(a.function == 'sdf' for a, _ in pairs)} SDF-NeRF), "
         f"{len(test)} test INRs, {steps} steps")
-    with torch.no_grad():
-        base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
     cfg = TrainConfig.for_preset(bp.encoder, loss="R+C+L2", steps=steps, seed=0, functions=["radiance", "sdf"],
                                  ckpt_every=max(10, steps // 10))
     res = train(cfg, pairs, out_dir=runs / "cross_modality", resume=True)
-    z, _ = embed_records(res.encoder, test, device)
-    out = {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
-           "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
+    out = cross_modal_rows(res.encoder, test, device)
     return out, {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
-                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "steps": steps}
+                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "steps": steps}, res.encoder
 
 
 def cross_modality_markdown(xmod: dict, info: dict) -> list:
@@ -122,6 +134,44 @@ def cross_modality_markdown(xmod: dict, info: dict) -> list:
     return lines
 
 
+def mesh_zoo_rows(zoo: Path, arch: str, encoders: dict, device: str) -> dict:
+    """The procedural zoo's encoders on every INR of a mesh zoo: the cross-function recall of each
+    setting (and the no-learning rows), and the cross-modality rows when that encoder exists."""
+    from gmn_inr.fields import registry
+    from gmn_inr.zoo import open_store
+
+    records = list(open_store(zoo))
+    test = [r for r in records if r.arch == arch and r.function in FUNCS]
+    if not test:
+        raise SystemExit(f"the mesh zoo {zoo} has no {arch} INRs of {FUNCS}")
+    out = {"n_objects": len({r.object_id for r in test}), "retrieval": no_learning_rows(test)}
+    for name, item in encoders.items():
+        if name != "cross_modality":
+            enc, wrap = item
+            out["retrieval"][name] = cross_function_recall(embed_records(enc, [wrap(r) for r in test], device)[0], test)
+    if "cross_modality" in encoders:
+        xt = cross_modal_test(records, arch, registry.architectures(training=True))
+        out["cross_modality_table"] = cross_modal_rows(encoders["cross_modality"], xt, device)
+        out["cross_modality"] = out["cross_modality_table"]["GMN, R+C+L2, geometry rows"]
+        out["n_cross_modality_inrs"] = len(xt)
+    log(f"mesh zoo: {out['n_objects']} objects")
+    return out
+
+
+def mesh_markdown(meshes: dict, cols: list) -> list:
+    lines = ["", f"Real meshes (CGAL's classic models, {meshes['n_objects']} objects, benchmarks/cgal_meshes.py), "
+             "read by the encoders trained above on the procedural zoo only. Recall@1 (%).", "",
+             "| setting | " + " | ".join(cols) + " | mean |", "|---" * (len(cols) + 2) + "|"]
+    lines += [f"| {n} | " + " | ".join(f"{100 * r[c]['1']:.1f}" for c in cols) + f" | {100 * r['mean@1']:.1f} |"
+              for n, r in meshes["retrieval"].items()]
+    if "cross_modality_table" in meshes:
+        lines += ["", "| real meshes | sdf/radiance | radiance/sdf |", "|---|---|---|"]
+        lines += [f"| {n} | {100 * r['sdf/radiance']['1']:.1f} ({100 * r['sdf/radiance']['5']:.1f}) | "
+                  f"{100 * r['radiance/sdf']['1']:.1f} ({100 * r['radiance/sdf']['5']:.1f}) |"
+                  for n, r in meshes["cross_modality_table"].items()]
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
@@ -134,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--no-ablation", dest="ablation", action="store_false",
                     help="skip the raw-output-rows row (the full setting without gmn_inr.canonical)")
+    ap.add_argument("--mesh-zoo", default=None, help="also read the INRs of this zoo of real meshes "
+                    "(benchmarks/cgal_meshes.py) with the encoders trained here on the procedural zoo")
     ap.add_argument("--no-cross-modality", dest="cross_modality", action="store_false",
                     help="skip the geometry <-> appearance table (SDF INRs against radiance INRs)")
     args = ap.parse_args(argv)
@@ -153,7 +205,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"the zoo has no {args.arch} INRs of several implicit functions {FUNCS}")
     log(f"{len(pairs)} training pairs, {len(test)} test INRs ({args.arch})")
     runs = Path(args.runs or f"runs/{args.preset}/implicit")
-    results, training = no_learning_rows(test), {}
+    results, training, encoders = no_learning_rows(test), {}, {}
     settings = {**SETTINGS, **(ABLATION if args.ablation else {})}
     for name, (loss, unified, canon) in settings.items():
         cfg = TrainConfig.for_preset(bp.encoder, loss=loss, unified=unified, steps=steps, seed=0,
@@ -168,15 +220,18 @@ def main(argv=None) -> int:
         res = train(cfg, train_pairs, out_dir=run_dir, resume=True)
         z, _ = embed_records(res.encoder, [wrap(r) for r in test], args.device)
         results[name] = cross_function_recall(z, test)
+        encoders[name] = (res.encoder, wrap)
         training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
                           "canonical_rows": canon}
         log(f"{name}: mean recall@1 across functions {100 * results[name]['mean@1']:.1f}%")
     xmod = xmod_training = None
     if args.cross_modality:
-        xmod, xmod_training = cross_modality(records, args.arch, bp, steps, runs, args.device)
+        xmod, xmod_training, encoders["cross_modality"] = cross_modality(records, args.arch, bp, steps, runs,
+                                                                           args.device)
         training["cross_modality"] = xmod_training
         log("cross-modality: " + ", ".join(f"{n}: sdf/radiance {100 * r['sdf/radiance']['1']:.1f}%, radiance/sdf "
                                            f"{100 * r['radiance/sdf']['1']:.1f}%" for n, r in xmod.items()))
+    meshes = mesh_zoo_rows(Path(args.mesh_zoo), args.arch, encoders, args.device) if args.mesh_zoo else None
     report = {"retrieval": results, "training": training,
               "meta": {"preset": args.preset, "arch": args.arch, "commit": git_commit(), "device": args.device,
                        "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_test": len(test),
@@ -195,6 +250,9 @@ def main(argv=None) -> int:
         report["cross_modality"] = xmod["GMN, R+C+L2, geometry rows"]
         report["cross_modality_table"] = xmod
         md += cross_modality_markdown(xmod, xmod_training)
+    if meshes is not None:
+        report["meshes"] = meshes
+        md += mesh_markdown(meshes, cols)
     md = "\n".join(md) + "\n"
     tmp = out / "implicit_functions.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))

@@ -20,7 +20,10 @@ as :data:`gmn_inr.losses.SDF_CLAMP` clamps it):
 
 :func:`canonical_graph` writes those values into the output neuron's probe row of a graph (the
 encoder's ``probe_readout`` and node pre-encoder read them); :class:`FunctionCanonical` does it
-for a zoo record. Radiance INRs are left as they are. The function comes from the record (the
+for a zoo record. Radiance INRs are left as they are, unless ``geometry``: then a radiance
+field's density row becomes the same truncated distance (its density read as an occupancy,
+``sigma / DENSITY_REF``, :func:`density_logit`) and an implicit INR's output neuron takes the
+density's channel, so one readout matrix reads the geometry of both (gmn_inr.cross_modal). The function comes from the record (the
 zoo's metadata), not from the weights: the graph alone does not say whether an output is a
 distance or a logit.
 

@@ -4,10 +4,15 @@
 
 The encoder is trained on pairs of one object's INRs under two different implicit functions
 (same architecture) in four settings: no regularisation (a decoder head per function), L2
-alignment only, INRet's unified decoder only (every embedding decoded as a UDF), and both.
-For every ordered pair of functions (query A, gallery B), recall@1 of the same object among the
-test objects' B-INRs; the table reports each pair and their mean. INRet: ~10% without, 82% with
-both. Writes ``OUT/implicit_functions.json`` and ``.md``.
+alignment only, INRet's unified decoder only (every embedding decoded as the shape's UDF, taken
+from the object's SDF INR) and both; a fifth row trains the last setting on the raw output rows
+(``--ablation``, default on: what the function-canonical probe rows bring). Every other row reads
+graphs whose output probe row is the function-canonical truncated distance
+(:mod:`gmn_inr.canonical`). For every ordered pair of functions (query A, gallery B), recall@1
+of the same object among the test objects' B-INRs; the table reports each pair and their mean,
+beside two rows without learning: the raw and the canonical outputs at the probe points,
+compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
+and ``.md``.
 """
 from __future__ import annotations
 
@@ -22,15 +27,18 @@ from pathlib import Path
 
 import torch
 
+from gmn_inr.canonical import FunctionCanonical, canonical_output_features, shape_teacher_pairs
 from gmn_inr.bench import BENCH_PRESETS, embed_records, ensure_zoo, git_commit, log, tune_malloc
 
 FUNCS = ("sdf", "udf", "occupancy")
-SETTINGS = {  # name -> (loss, unified decoder)
-    "no regularisation": ("R", None),
-    "L2 only": ("R+L2", None),
-    "unified decoder only": ("R", "udf"),
-    "L2 + unified decoder": ("R+L2", "udf"),
+SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows)
+    "no regularisation": ("R", None, True),
+    "L2 only": ("R+L2", None, True),
+    "unified decoder only": ("R", "udf", True),
+    "L2 + unified decoder": ("R+L2", "udf", True),
 }
+#: the ablation: the full setting on the raw output rows (the encoder before gmn_inr.canonical)
+ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False)}
 
 
 def function_pairs(records, split: str, arch: str) -> list:
@@ -40,33 +48,6 @@ def function_pairs(records, split: str, arch: str) -> list:
         if r.split == split and r.arch == arch and r.function in FUNCS:
             by_obj.setdefault(r.object_id, {})[r.function] = r
     return [(fs[a], fs[b]) for fs in by_obj.values() for a, b in itertools.combinations(FUNCS, 2) if a in fs and b in fs]
-
-
-class ShapeTeacher:
-    """A record whose graph is its own but whose teacher is its object's SDF INR.
-
-    INRet's unified decoder reconstructs one function (the UDF) of the *shape* from any INR's
-    embedding; an occupancy INR alone does not determine a UDF, so the target comes from the
-    same object's SDF INR (UDF = |SDF|), as INRet takes it from the shape."""
-
-    def __init__(self, rec, sdf_rec):
-        self._rec, self._sdf = rec, sdf_rec
-        self.function = "sdf"
-
-    def __getattr__(self, name):
-        return getattr(self._rec, name)
-
-    def graph(self):
-        return self._rec.graph()
-
-    def field(self):
-        return self._sdf.field()
-
-
-def with_shape_teachers(pairs: list) -> list:
-    sdf = {r.object_id: r for pair in pairs for r in pair if r.function == "sdf"}
-    return [tuple(ShapeTeacher(r, sdf[r.object_id]) for r in pair) for pair in pairs
-            if all(r.object_id in sdf for r in pair)]
 
 
 def cross_function_recall(z, recs) -> dict:
@@ -84,6 +65,113 @@ def cross_function_recall(z, recs) -> dict:
     return out
 
 
+@torch.no_grad()
+def no_learning_rows(test) -> dict:
+    """Recall of the outputs at the probe points compared by cosine, no learning: raw (``asinh``,
+    the encoder's squashing) and function-canonical (:func:`gmn_inr.canonical.canonical_values`)."""
+    from gmn_inr.baselines import sampled_output_features
+
+    fields = [r.field() for r in test]
+    raw = torch.stack([sampled_output_features(f) for f in fields])
+    canon = torch.stack([canonical_output_features(f, r.function) for f, r in zip(fields, test)])
+    return {"no learning: raw outputs at the probe points": cross_function_recall(raw, test),
+            "no learning: canonical outputs at the probe points": cross_function_recall(canon, test)}
+
+
+def cross_modal_test(records, arch: str, fams) -> list:
+    """The SDF INRs of ``arch`` and radiance INRs of ``fams`` among ``records``, geometry rows."""
+    return [FunctionCanonical(r, geometry=True) for r in records
+            if (r.function == "sdf" and r.arch == arch) or (r.function == "radiance" and r.arch in fams)]
+
+
+def cross_modal_rows(encoder, test: list, device: str) -> dict:
+    """The cross-modality table's rows for the records ``test`` (see :func:`cross_modal_test`)."""
+    from gmn_inr.cross_modal import cross_modal_recall
+
+    with torch.no_grad():
+        base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
+    z, _ = embed_records(encoder, test, device)
+    return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
+            "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
+
+
+def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str):
+    """Geometry <-> appearance: one encoder trained on (SDF, NeRF) and (NeRF, NeRF) pairs of the
+    training objects (rendering + SDF reconstruction + SigLIP + L2, gmn_inr.cross_modal), then
+    recall between the test objects' SDF INRs and their radiance INRs of every training family;
+    beside it the same recall of the canonical outputs at the probe points, no learning."""
+    from gmn_inr.cross_modal import cross_modal_pairs
+    from gmn_inr.fields import registry
+    from gmn_inr.train import TrainConfig, train
+
+    fams = registry.architectures(training=True)
+    pairs = cross_modal_pairs([r for r in records if r.split == "train"], implicit_arch=arch, radiance_archs=fams)
+    test = cross_modal_test([r for r in records if r.split == "test"], arch, fams)
+    if not pairs or not any(r.function == "sdf" for r in test):
+        raise SystemExit(f"cross-modality needs {arch} sdf INRs and radiance INRs of {fams} in the zoo")
+    log(f"cross-modality: {len(pairs)} training pairs ({sum(a.function == 'sdf' for a, _ in pairs)} SDF-NeRF), "
+        f"{len(test)} test INRs, {steps} steps")
+    cfg = TrainConfig.for_preset(bp.encoder, loss="R+C+L2", steps=steps, seed=0, functions=["radiance", "sdf"],
+                                 ckpt_every=max(10, steps // 10))
+    res = train(cfg, pairs, out_dir=runs / "cross_modality", resume=True)
+    out = cross_modal_rows(res.encoder, test, device)
+    return out, {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
+                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "steps": steps}, res.encoder
+
+
+def cross_modality_markdown(xmod: dict, info: dict) -> list:
+    """The geometry <-> appearance table: recall@1 per gallery/query family and pooled."""
+    first = next(iter(xmod.values()))
+    fam_cols = list(first["by_family"])
+    lines = ["", f"Geometry <-> appearance: {info['n_test']} test INRs (SDF {', '.join(info['families'])} radiance), "
+             f"one encoder trained {info['steps']} steps on {info['n_train_pairs']} pairs. Recall@1 (%), query/gallery; "
+             "pooled: the gallery holds every family (recall@5 in brackets).", "",
+             "| | sdf/radiance | radiance/sdf | " + " | ".join(fam_cols) + " |", "|---" * (len(fam_cols) + 3) + "|"]
+    for n, r in xmod.items():
+        lines.append(f"| {n} | {100 * r['sdf/radiance']['1']:.1f} ({100 * r['sdf/radiance']['5']:.1f}) | "
+                     f"{100 * r['radiance/sdf']['1']:.1f} ({100 * r['radiance/sdf']['5']:.1f}) | "
+                     + " | ".join(f"{100 * r['by_family'][c]['1']:.1f}" for c in fam_cols) + " |")
+    return lines
+
+
+def mesh_zoo_rows(zoo: Path, arch: str, encoders: dict, device: str) -> dict:
+    """The procedural zoo's encoders on every INR of a mesh zoo: the cross-function recall of each
+    setting (and the no-learning rows), and the cross-modality rows when that encoder exists."""
+    from gmn_inr.fields import registry
+    from gmn_inr.zoo import open_store
+
+    records = list(open_store(zoo))
+    test = [r for r in records if r.arch == arch and r.function in FUNCS]
+    if not test:
+        raise SystemExit(f"the mesh zoo {zoo} has no {arch} INRs of {FUNCS}")
+    out = {"n_objects": len({r.object_id for r in test}), "retrieval": no_learning_rows(test)}
+    for name, item in encoders.items():
+        if name != "cross_modality":
+            enc, wrap = item
+            out["retrieval"][name] = cross_function_recall(embed_records(enc, [wrap(r) for r in test], device)[0], test)
+    if "cross_modality" in encoders:
+        xt = cross_modal_test(records, arch, registry.architectures(training=True))
+        out["cross_modality_table"] = cross_modal_rows(encoders["cross_modality"], xt, device)
+        out["cross_modality"] = out["cross_modality_table"]["GMN, R+C+L2, geometry rows"]
+        out["n_cross_modality_inrs"] = len(xt)
+    log(f"mesh zoo: {out['n_objects']} objects")
+    return out
+
+
+def mesh_markdown(meshes: dict, cols: list) -> list:
+    lines = ["", f"Real meshes (CGAL's classic models, {meshes['n_objects']} objects, benchmarks/cgal_meshes.py), "
+             "read by the encoders trained above on the procedural zoo only. Recall@1 (%).", "",
+             "| setting | " + " | ".join(cols) + " | mean |", "|---" * (len(cols) + 2) + "|"]
+    lines += [f"| {n} | " + " | ".join(f"{100 * r[c]['1']:.1f}" for c in cols) + f" | {100 * r['mean@1']:.1f} |"
+              for n, r in meshes["retrieval"].items()]
+    if "cross_modality_table" in meshes:
+        lines += ["", "| real meshes | sdf/radiance | radiance/sdf |", "|---|---|---|"]
+        lines += [f"| {n} | {100 * r['sdf/radiance']['1']:.1f} ({100 * r['sdf/radiance']['5']:.1f}) | "
+                  f"{100 * r['radiance/sdf']['1']:.1f} ({100 * r['radiance/sdf']['5']:.1f}) |"
+                  for n, r in meshes["cross_modality_table"].items()]
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
@@ -94,6 +182,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-ablation", dest="ablation", action="store_false",
+                    help="skip the raw-output-rows row (the full setting without gmn_inr.canonical)")
+    ap.add_argument("--mesh-zoo", default=None, help="also read the INRs of this zoo of real meshes "
+                    "(benchmarks/cgal_meshes.py) with the encoders trained here on the procedural zoo")
+    ap.add_argument("--no-cross-modality", dest="cross_modality", action="store_false",
+                    help="skip the geometry <-> appearance table (SDF INRs against radiance INRs)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
@@ -105,28 +199,45 @@ def main(argv=None) -> int:
     store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None,
                        functions=FUNCS)
     records = list(store)
-    pairs = function_pairs(records, "train", args.arch)
+    train_recs = [r for r in records if r.split == "train" and r.arch == args.arch and r.function in FUNCS]
+    pairs = function_pairs(train_recs, "train", args.arch)
     test = [r for r in records if r.split == "test" and r.arch == args.arch and r.function in FUNCS]
     if not pairs or not test:
         raise SystemExit(f"the zoo has no {args.arch} INRs of several implicit functions {FUNCS}")
     log(f"{len(pairs)} training pairs, {len(test)} test INRs ({args.arch})")
     runs = Path(args.runs or f"runs/{args.preset}/implicit")
-    results, training = {}, {}
-    for name, (loss, unified) in SETTINGS.items():
+    results, training, encoders = no_learning_rows(test), {}, {}
+    settings = {**SETTINGS, **(ABLATION if args.ablation else {})}
+    for name, (loss, unified, canon) in settings.items():
         cfg = TrainConfig.for_preset(bp.encoder, loss=loss, unified=unified, steps=steps, seed=0,
                                      functions=list(FUNCS) if unified is None else [unified],
                                      ckpt_every=max(10, steps // 10))
-        log(f"training: {name} ({loss}, unified={unified}, {steps} steps)")
-        train_pairs = pairs if unified is None else with_shape_teachers(pairs)
-        res = train(cfg, train_pairs, out_dir=runs / name.replace(" ", "_").replace("+", "p"), resume=True)
-        z, _ = embed_records(res.encoder, test, args.device)
+        log(f"training: {name} ({loss}, unified={unified}, canonical rows={canon}, {steps} steps)")
+        wrap = FunctionCanonical if canon else (lambda r: r)
+        train_pairs = [(wrap(a), wrap(b)) for a, b in pairs]
+        if unified is not None:
+            train_pairs = shape_teacher_pairs(train_pairs)
+        run_dir = runs / (name.replace(" ", "_").replace("+", "p").replace(",", "") + ("_canon" if canon else ""))
+        res = train(cfg, train_pairs, out_dir=run_dir, resume=True)
+        z, _ = embed_records(res.encoder, [wrap(r) for r in test], args.device)
         results[name] = cross_function_recall(z, test)
-        training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None}
+        encoders[name] = (res.encoder, wrap)
+        training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
+                          "canonical_rows": canon}
         log(f"{name}: mean recall@1 across functions {100 * results[name]['mean@1']:.1f}%")
+    xmod = xmod_training = None
+    if args.cross_modality:
+        xmod, xmod_training, encoders["cross_modality"] = cross_modality(records, args.arch, bp, steps, runs,
+                                                                           args.device)
+        training["cross_modality"] = xmod_training
+        log("cross-modality: " + ", ".join(f"{n}: sdf/radiance {100 * r['sdf/radiance']['1']:.1f}%, radiance/sdf "
+                                           f"{100 * r['radiance/sdf']['1']:.1f}%" for n, r in xmod.items()))
+    meshes = mesh_zoo_rows(Path(args.mesh_zoo), args.arch, encoders, args.device) if args.mesh_zoo else None
     report = {"retrieval": results, "training": training,
               "meta": {"preset": args.preset, "arch": args.arch, "commit": git_commit(), "device": args.device,
                        "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_test": len(test),
-                       "n_train_pairs": len(pairs), "steps": steps, "wall_seconds": time.perf_counter() - t0}}
+                       "n_train_pairs": len(pairs), "steps": steps, "wall_seconds": time.perf_counter() - t0,
+                       "threads": torch.get_num_threads()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cols = [k for k in next(iter(results.values())) if k != "mean@1"]
@@ -136,6 +247,13 @@ def main(argv=None) -> int:
           "", "| setting | " + " | ".join(cols) + " | mean |", "|---" * (len(cols) + 2) + "|"]
     md += [f"| {n} | " + " | ".join(f"{100 * r[c]['1']:.1f}" for c in cols) + f" | {100 * r['mean@1']:.1f} |"
            for n, r in results.items()]
+    if xmod is not None:
+        report["cross_modality"] = xmod["GMN, R+C+L2, geometry rows"]
+        report["cross_modality_table"] = xmod
+        md += cross_modality_markdown(xmod, xmod_training)
+    if meshes is not None:
+        report["meshes"] = meshes
+        md += mesh_markdown(meshes, cols)
     md = "\n".join(md) + "\n"
     tmp = out / "implicit_functions.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))

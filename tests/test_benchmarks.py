@@ -128,11 +128,38 @@ def test_zoo_fit_speed_smoke(tmp_path):
 def test_implicit_functions_smoke(tmp_path):
     from gmn_inr.zoo.build import build_zoo, preset_config
 
-    # the tiny zoo has one implicit function per object; this script pairs two of them
+    # the tiny zoo has one implicit function per object; this script pairs them, and the SDF INRs
+    # with the radiance INRs of the same objects (the cross-modality table)
     zoo = tmp_path / "zoo"
-    build_zoo(zoo, config=preset_config("tiny", per_class=6, archs={"sdf": ["HASH"], "udf": ["HASH"]}), progress=False,
-              log=lambda *a: None)
+    build_zoo(zoo, config=preset_config("tiny", per_class=4, archs={"sdf": ["HASH"], "udf": ["HASH"], "occupancy": ["HASH"],
+                                                                    "radiance": ["MLP", "HASH"]}),
+              progress=False, log=lambda *a: None)
+    # a mesh zoo from a stand-in for CGAL's data archive: two simple meshes under two classic names
+    import io
+    import tarfile
+
+    import trimesh
+
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, mesh in (("armadillo", trimesh.creation.icosphere(2)), ("bear", trimesh.creation.box((1, 0.6, 0.4)))):
+            data = mesh.export(file_type="off").encode()
+            info = tarfile.TarInfo(f"data/meshes/{name}.off")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    _run([ROOT / "benchmarks" / "cgal_meshes.py", "--preset", "tiny", "--archive", archive, "--limit", "2",
+          "--out", tmp_path / "cgal", "--workers", "1"], timeout=600)
     _run([ROOT / "benchmarks" / "implicit_functions.py", "--preset", "smoke", "--zoo", zoo, "--steps", "2",
-          "--out", tmp_path / "results", "--runs", tmp_path / "runs", "--threads", "1"], timeout=600)
+          "--out", tmp_path / "results", "--runs", tmp_path / "runs", "--threads", "1",
+          "--mesh-zoo", tmp_path / "cgal"], timeout=600)
     report = json.loads((tmp_path / "results" / "implicit_functions.json").read_text())
     assert report["retrieval"] and all(0.0 <= r["mean@1"] <= 1.0 for r in report["retrieval"].values())
+    assert "L2 + unified decoder, raw output rows" in report["retrieval"]
+    assert "no learning: canonical outputs at the probe points" in report["retrieval"]
+    xm = report["cross_modality"]
+    assert set(xm) >= {"sdf/radiance", "radiance/sdf"} and set(xm["sdf/radiance"]) == {"1", "5", "10"}
+    md = (tmp_path / "results" / "implicit_functions.md").read_text()
+    assert "Geometry <-> appearance" in md and "Real meshes" in md
+    meshes = report["meshes"]
+    assert meshes["n_objects"] == 2 and "L2 + unified decoder" in meshes["retrieval"]
+    assert set(meshes["cross_modality"]["sdf/radiance"]) == {"1", "5", "10"}

@@ -1,0 +1,72 @@
+"""Geometry <-> appearance: one object's SDF INR and its radiance INRs in one embedding space.
+
+The training pairs (:func:`cross_modal_pairs`) are, per object, its implicit INR (an SDF hash grid
+in the cpu zoo) with each of its radiance INRs (every training family), plus the radiance INRs
+of two different families (the main paper's pairs), all read through
+:class:`gmn_inr.canonical.FunctionCanonical` in ``geometry`` mode: the density row of a radiance
+field and the output row of an SDF become the same quantity, the truncated distance to the
+surface, read through one readout matrix. The loss is the paper's (rendering for radiance, SDF
+reconstruction for the implicit INRs) + SigLIP + L2 between the two sides of each pair.
+
+:func:`cross_modal_recall`: query an object's SDF INR against the test objects' radiance INRs (one
+gallery per family, and all families pooled) and back.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import torch
+
+from gmn_inr.canonical import FunctionCanonical
+
+
+def cross_modal_pairs(records: Sequence, implicit_arch: str = "HASH", implicit_function: str = "sdf",
+                      radiance_archs: Sequence[str] = ("MLP", "TRI", "HASH", "OCT"),
+                      radiance_pairs: bool = True) -> list:
+    """Pairs ``(a, b)`` of one object, each record wrapped by ``FunctionCanonical(geometry=True)``:
+    ``(its implicit_function INR of implicit_arch, its radiance INR of each of radiance_archs)``
+    and, with ``radiance_pairs``, every two of its radiance INRs of different architectures.
+    Deterministic order (objects sorted, then architectures as given)."""
+    by_obj: dict = {}
+    for r in records:
+        if (r.function == implicit_function and r.arch == implicit_arch) or \
+                (r.function == "radiance" and r.arch in radiance_archs):
+            by_obj.setdefault(r.object_id, {})[(r.function, r.arch)] = FunctionCanonical(r, geometry=True)
+    out = []
+    for oid in sorted(by_obj):
+        recs = by_obj[oid]
+        rad = [recs[("radiance", a)] for a in radiance_archs if ("radiance", a) in recs]
+        imp = recs.get((implicit_function, implicit_arch))
+        if imp is not None:
+            out += [(imp, r) for r in rad]
+        if radiance_pairs:
+            out += list(itertools.combinations(rad, 2))
+    return out
+
+
+def cross_modal_recall(z: torch.Tensor, recs: Sequence, implicit_function: str = "sdf",
+                       ks=(1, 5, 10)) -> dict:
+    """Recall@k between implicit and radiance INRs of the same object: ``z [N, D]`` embeddings of
+    ``recs``. Returns ``{"sdf/radiance": {k: r}, "radiance/sdf": {k: r}, "by_family": {
+    "sdf/radiance:triplane": {k: r}, "radiance:triplane/sdf": {k: r}, ...}}`` (query/gallery; a
+    family's SDF queries are the objects it has an INR of). Pooled:
+    an SDF query hits if any radiance INR of its object (any family) is among the ``k`` nearest;
+    every radiance INR is a query against the SDF gallery."""
+    from gmn_inr.tasks import recall_at_k
+
+    objs = {o: k for k, o in enumerate(sorted({r.object_id for r in recs}))}
+    ids = torch.tensor([objs[r.object_id] for r in recs])
+    imp = [i for i, r in enumerate(recs) if r.function == implicit_function]
+    rad = [i for i, r in enumerate(recs) if r.function == "radiance"]
+    if not imp or not rad:
+        raise ValueError(f"cross_modal_recall needs {implicit_function} and radiance INRs among the records")
+    f = implicit_function
+    out = {f"{f}/radiance": recall_at_k(z[imp], ids[imp], z[rad], ids[rad], ks=ks),
+           f"radiance/{f}": recall_at_k(z[rad], ids[rad], z[imp], ids[imp], ks=ks), "by_family": {}}
+    for fam in sorted({recs[i].family for i in rad}):
+        g = [i for i in rad if recs[i].family == fam]
+        q = [i for i in imp if int(ids[i]) in {int(ids[j]) for j in g}]     # objects this family has
+        out["by_family"][f"{f}/radiance:{fam}"] = recall_at_k(z[q], ids[q], z[g], ids[g], ks=ks)
+        out["by_family"][f"radiance:{fam}/{f}"] = recall_at_k(z[g], ids[g], z[imp], ids[imp], ks=ks)
+    return out

@@ -1,0 +1,99 @@
+"""gmn_inr.canonical: one bounded value for sdf / udf / occupancy, and the unified decoder's teacher."""
+import itertools
+
+import pytest
+import torch
+
+import gmn_inr.training.model as model_mod
+from gmn_inr.canonical import (OCC_MEDIAN_DISTANCE, TRUNCATION, FunctionCanonical, canonical_graph,
+                               canonical_values, shape_teacher_pairs)
+from gmn_inr.train import TrainConfig, train
+from graphs.layout import N_TYPE, NodeType
+from tiny_records import tiny_records
+
+FUNCS = ("sdf", "udf", "occupancy")
+
+
+def test_canonical_values_agree_across_functions_and_ignore_the_logit_scale():
+    sdf = torch.linspace(-0.5, 0.8, 512)
+    # a logit that is a monotone, non-linear function of the distance, at two different scales
+    logit = -torch.sinh(sdf * 3)
+    occ1, occ5 = canonical_values(logit, "occupancy"), canonical_values(5 * logit, "occupancy")
+    assert torch.allclose(occ1, occ5)                                  # the scale is divided out
+    assert torch.equal(canonical_values(sdf, "sdf"), canonical_values(sdf.abs(), "udf"))
+    for f, v in (("sdf", sdf), ("udf", sdf.abs()), ("occupancy", logit)):
+        c = canonical_values(v, f)
+        assert float(c.min()) >= 0 and float(c.max()) <= 1 + 1e-6
+    # the median probe point of an occupancy INR sits at OCC_MEDIAN_DISTANCE (before truncation)
+    a = logit.abs()
+    assert torch.isclose(canonical_values(a.median() * torch.ones(3), "occupancy")[0],
+                         torch.tensor(min(OCC_MEDIAN_DISTANCE, TRUNCATION) / TRUNCATION))
+    # the surface (zero crossing) is the canonical minimum for every function
+    i0 = int(sdf.abs().argmin())
+    for f, v in (("sdf", sdf), ("occupancy", logit)):
+        assert int(canonical_values(v, f).argmin()) == i0
+    x = torch.randn(4, 3)
+    assert canonical_values(x, "radiance") is x
+    with pytest.raises(ValueError, match="unknown function"):
+        canonical_values(sdf, "density")
+
+
+@pytest.fixture(scope="module")
+def implicit_records():
+    """Two sphere objects, an sdf, a udf and an occupancy HASH INR each."""
+    return {f: tiny_records(2, ("HASH",), f, fit_steps=80) for f in FUNCS}
+
+
+def test_canonical_graph_rewrites_only_the_output_rows(implicit_records):
+    rec = implicit_records["occupancy"]["obj0"][0]
+    g = rec.graph()
+    c = FunctionCanonical(rec).graph()
+    is_out = g.x[g.probe_index, N_TYPE] == int(NodeType.OUTPUT)
+    assert int(is_out.sum()) == 1
+    assert torch.equal(c.probe[~is_out], g.probe[~is_out])
+    assert torch.allclose(c.probe[is_out], canonical_values(g.probe[is_out], "occupancy"))
+    assert not torch.allclose(c.probe[is_out], g.probe[is_out])
+    assert c.x is g.x and c.edge_attr is g.edge_attr
+    assert canonical_graph(g, "radiance") is g
+
+
+def test_unified_decoder_target_is_the_shapes_udf_for_every_function_pair(implicit_records, monkeypatch):
+    """With the unified decoder, every INR of every (sdf, udf), (sdf, occ), (udf, occ) pair is
+    reconstructed against |its object's SDF INR| at the query points: the shape's UDF."""
+    by_obj = {o: {f: implicit_records[f][o][0] for f in FUNCS} for o in ("obj0", "obj1")}
+    pairs = [(fs[a], fs[b]) for fs in by_obj.values() for a, b in itertools.combinations(FUNCS, 2)]
+    shape_pairs = shape_teacher_pairs([(FunctionCanonical(a), FunctionCanonical(b)) for a, b in pairs])
+    assert len(shape_pairs) == len(pairs) == 6
+    seen = []
+    real_points, real_loss = model_mod.implicit_query_points, model_mod.implicit_loss
+
+    def points(teacher, *a, **k):
+        xyz, v = real_points(teacher, *a, **k)
+        seen.append(xyz)
+        return xyz, v
+
+    targets = []
+
+    def loss(pred, target, function, reduction="mean"):
+        assert function == "udf"
+        targets.append(target.detach())
+        return real_loss(pred, target, function, reduction)
+
+    monkeypatch.setattr(model_mod, "implicit_query_points", points)
+    monkeypatch.setattr(model_mod, "implicit_loss", loss)
+    cfg = TrainConfig(preset="tiny", loss="R", unified="udf", steps=1, batch_pairs=6, points_per_inr=64,
+                      functions=["udf"])
+    train(cfg, shape_pairs, progress=False)
+    (tgt,) = targets                                                     # one head, one batch
+    assert tgt.shape == (12, 64) and len(seen) == 12
+    # the loop's batch order: all A's then all B's, in its shuffled order; match by points
+    recs = [r for p in shape_pairs for r in p]
+    matched = 0
+    for xyz, t in zip(seen, tgt):
+        # the teacher of each INR is its object's SDF INR, so the target is |sdf| there
+        cands = [r for r in recs if torch.allclose(r.field()(xyz)[:, 0].abs(), t, atol=1e-6)]
+        assert cands, "a target is not |an SDF INR| at its points"
+        assert all(r.field() is by_obj[r.object_id]["sdf"].field() for r in cands)
+        matched += 1
+    assert matched == 12
+    assert sorted(r.input_function for r in recs) == sorted(FUNCS * 4)

@@ -9,7 +9,6 @@ encoder with zero message-passing blocks, resuming from its checkpoints; with ``
 default of the tiny and paper presets) also L_R and L_C (the paper's loss ablation) and three
 L_R+C ablations (no probe readout; the main paper's weights-only graph and encoder, with and
 without the architecture baseline). Then it reports:
-then reports:
 
 - classification (the analogue of Tables 2, 4, 9): the paper's classifier trained on the
   embeddings of ALL and of each family, tested on every training architecture and every unseen
@@ -46,6 +45,7 @@ from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_
 from gmn_inr.bench_report import (CONVERSION, NO_MESSAGE_PASSING, SAMPLED, _pct, goals, headline_table,
                                   markdown)
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
+from gmn_inr.zoo.dataset import RecordView
 
 LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
 #: the loss ablation of the paper's tables (``--ablations``): L_R+C is always trained
@@ -68,21 +68,13 @@ FAMILY_ARCH = family_labels(TRAINING_ARCHITECTURES)   # main() resets these thre
 
 
 # -- data ------------------------------------------------------------------------------------
-class PaperGraphRecord:
+class PaperGraphRecord(RecordView):
     """A zoo record whose graph is the main paper's (graphs.transforms.paper_style)."""
 
-    def __init__(self, rec):
-        self._rec = rec
-        self._graph = None
+    def transform_graph(self, graph):
+        from graphs.transforms import paper_style
 
-    def __getattr__(self, name):
-        return getattr(self._rec, name)
-
-    def graph(self):
-        if self._graph is None:
-            from graphs.transforms import paper_style
-            self._graph = paper_style(self._rec.graph())
-        return self._graph
+        return paper_style(graph)
 
 
 @torch.no_grad()

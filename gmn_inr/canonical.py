@@ -40,6 +40,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from gmn_inr.zoo.dataset import RecordView
 from graphs.layout import N_OUT, N_TYPE, OUT_SCALE, NodeType
 
 #: the truncation of the canonical distance (= gmn_inr.losses.SDF_CLAMP, the decoder's clamp)
@@ -136,37 +137,19 @@ def canonical_output_features(field: torch.nn.Module, function: str) -> torch.Te
     return canonical_geometry(sampled_outputs(field), function)
 
 
-class _Wrapped:
-    """Delegates every attribute to the wrapped record."""
-
-    def __init__(self, rec):
-        self._rec = rec
-
-    def __getattr__(self, name):
-        return getattr(self._rec, name)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self._rec!r})"
-
-
-class FunctionCanonical(_Wrapped):
+class FunctionCanonical(RecordView):
     """A record whose graph carries :func:`canonical_graph`'s output probe rows (cached);
     ``geometry``: as :func:`canonical_graph`'s (radiance and implicit INRs in one space)."""
 
     def __init__(self, rec, geometry: bool = False):
         super().__init__(rec)
-        self._canon, self._geometry = None, geometry
+        self._geometry = geometry
 
-    def graph(self):
-        if self._canon is None:
-            self._canon = canonical_graph(self._rec.graph(), self._rec.function, self._geometry)
-        return self._canon
-
-    def field(self):
-        return self._rec.field()
+    def transform_graph(self, graph):
+        return canonical_graph(graph, self._rec.function, self._geometry)
 
 
-class ShapeTeacher(_Wrapped):
+class ShapeTeacher(RecordView):
     """A record whose graph is its own but whose teacher is its object's SDF INR.
 
     INRet's unified decoder reconstructs one function (the UDF) of the *shape* from any INR's
@@ -180,9 +163,6 @@ class ShapeTeacher(_Wrapped):
         self._sdf = sdf_rec
         self.function = "sdf"                      # the teacher's function, read by the training loop
         self.input_function = rec.function         # what the graph is an INR of
-
-    def graph(self):
-        return self._rec.graph()
 
     def field(self):
         return self._sdf.field()

@@ -7,6 +7,8 @@
 * :func:`cross_family_pairs` is the one pairing rule (also behind
   ``gmn_inr.train.pairs_from_records``).
 * :func:`collate_graphs` / :func:`graph_loader` batch graphs with :func:`graphs.batch_graphs`.
+* :class:`RecordView`: a record seen through a change of its graph (or of another attribute), the
+  base of ablation and canonicalisation wrappers.
 """
 from __future__ import annotations
 
@@ -17,6 +19,30 @@ from typing import Any, Callable, Hashable, Optional, Sequence, Union
 from gmn_inr.fields import TRAINING_ARCHITECTURES
 
 from .store import SPLITS, ZooRecord, ZooStore, open_store
+
+
+class RecordView:
+    """A record with every attribute delegated to it except what a subclass overrides; its
+    ``graph()`` is :meth:`transform_graph` of the record's graph, computed once."""
+
+    def __init__(self, rec):
+        self._rec = rec
+        self._graph = None
+
+    def __getattr__(self, name):
+        return getattr(self._rec, name)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._rec!r})"
+
+    def transform_graph(self, graph):
+        """The view's graph from the record's (identity here)."""
+        return graph
+
+    def graph(self):
+        if self._graph is None:
+            self._graph = self.transform_graph(self._rec.graph())
+        return self._graph
 
 
 def cross_family_pairs(records: Sequence[Any], group: Callable[[Any], Hashable] = lambda r: r.object_id,

@@ -155,17 +155,25 @@ def throughput(preset: str, family: str, n: int, batch_size: int) -> dict:
 GOAL_RATIO = 2.0      #: issue 14: the plain block takes at least this many times the efficient one
 
 
-def block_goal(family: str, preset: str, hidden: int, repeats: int) -> dict:
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so a wall-clock time on a GPU is the work's, not its launch's."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def block_goal(family: str, preset: str, hidden: int, repeats: int, device: str = "cpu") -> dict:
     """One block, plain against efficient (same function), on ``family``'s graph at ``preset``:
     median ms of inference (no grad) and of forward+backward, interleaved so load hits both."""
+    dev = torch.device(device)
     torch.manual_seed(0)
     graph = to_graph(build_field(arch_spec_for(family, 4, preset)))
-    src, dst = graph.edge_index
+    src, dst = graph.edge_index.to(dev)
     n, n_edges = graph.num_nodes, graph.num_edges
     inv_deg = (1.0 / torch.bincount(dst, minlength=n).clamp_min(1).float()).unsqueeze(1)
     eff = GMNLayer(hidden)
-    plain = ConcatGMNLayer.from_efficient(eff)
-    x, e = torch.randn(n, hidden), torch.randn(n_edges, hidden)
+    plain = ConcatGMNLayer.from_efficient(eff).to(dev)
+    eff = eff.to(dev)
+    x, e = torch.randn(n, hidden, device=dev), torch.randn(n_edges, hidden, device=dev)
     xg, eg = x.clone().requires_grad_(), e.clone().requires_grad_()
 
     def infer(layer):
@@ -179,7 +187,7 @@ def block_goal(family: str, preset: str, hidden: int, repeats: int) -> dict:
     with torch.no_grad():
         (xa, ea), (xb, eb) = infer(eff), infer(plain)
         diff = max((xa - xb).abs().max().item(), (ea - eb).abs().max().item() if n_edges else 0.0)
-    row = {"preset": preset, "family": family, "hidden": hidden, "nodes": n, "edges": n_edges,
+    row = {"preset": preset, "family": family, "device": str(dev), "hidden": hidden, "nodes": n, "edges": n_edges,
            "receivers": int((torch.bincount(dst, minlength=n) > 0).sum()), "max_abs_diff": diff}
     for mode, fn in (("infer", infer), ("train", train)):
         times = {"efficient": [], "plain": []}
@@ -188,8 +196,10 @@ def block_goal(family: str, preset: str, hidden: int, repeats: int) -> dict:
             row[f"{mode}_{'efficient' if layer is eff else 'plain'}_gflop"] = count_flops(lambda: fn(layer)) / 1e9
         for _ in range(repeats):
             for name, layer in (("efficient", eff), ("plain", plain)):
+                _synchronize(dev)
                 t = time.perf_counter()
                 fn(layer)
+                _synchronize(dev)
                 times[name].append(time.perf_counter() - t)
         for name in times:
             row[f"{mode}_{name}_ms"] = statistics.median(times[name]) * 1e3
@@ -224,7 +234,11 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny preset only, 1 repeat, 2 INRs (the suite's check)")
     ap.add_argument("--goal-only", action="store_true",
                     help="only the one-block plain-vs-efficient table at the paper's sizes (issue 14's goal)")
+    ap.add_argument("--device", default="cpu",
+                    help="where the one-block table runs (cpu | cuda); the other tables run on the CPU")
     args = ap.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
     global FAMILIES
     from gmn_inr.bench import tune_malloc
     from gmn_inr.fields import architectures, load_plugins
@@ -245,10 +259,14 @@ def main(argv=None) -> int:
 
     goal_repeats = 1 if args.smoke else 5 if args.quick else 9
     goal_preset, goal_hidden = ("tiny", 16) if args.smoke else ("paper", 128)
-    goal = [block_goal(f, goal_preset, goal_hidden, goal_repeats) for f in FAMILIES]
+    if args.device != "cpu":
+        print(f"one-block table on {args.device}: "
+              f"{torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith('cuda') else ''}")
+    goal = [block_goal(f, goal_preset, goal_hidden, goal_repeats, args.device) for f in FAMILIES]
     print_block_goal(goal)
     if args.goal_only:
         _write(args.out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load,
+                          "device": args.device,
                           "matmul_gflops": mm, "block_goal": goal,
                           "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None})
         return 0

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,6 +116,13 @@ def test_encoder_speed_smoke(tmp_path):
         assert 1 < r["infer_flop_ratio"] <= 2 and isinstance(r["train_goal_met"], bool)
     assert "issue 14 goal" in out
     assert "embedding throughput" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_encoder_speed_device_without_cuda_is_one_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "encoder_speed.py"), "--goal-only", "--device", "cuda"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "sees no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_zoo_fit_speed_smoke(tmp_path):

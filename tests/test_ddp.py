@@ -15,7 +15,8 @@ from tiny_records import tiny_pairs
 
 TESTS = Path(__file__).resolve().parent
 CONFIG = dict(preset="tiny", loss="R+C+L2", contrastive_weight=0.5, l2_weight=0.05, steps=4, batch_pairs=4,
-              lr=3e-3, rays_per_inr=16, samples_per_ray=8, points_per_inr=64, log_every=1)
+              lr=3e-3, rays_per_inr=16, samples_per_ray=8, points_per_inr=64, log_every=1,
+              device="cpu")          # gloo on CPU processes, also where a GPU is visible
 
 SCRIPT = textwrap.dedent("""
     import json, sys

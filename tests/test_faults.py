@@ -200,7 +200,7 @@ TRAIN = ("import sys; sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r}
          "from gmn_inr.train import TrainConfig, train\n"
          "pairs = tiny_pairs(4, ('MLP', 'HASH'), 'radiance')\n"
          "cfg = TrainConfig(loss='R+C', steps=8, ckpt_every=2, lr=3e-3, preset='tiny', batch_pairs=4,\n"
-         "                  rays_per_inr=16, samples_per_ray=8, points_per_inr=64, log_every=1)\n"
+         "                  rays_per_inr=16, samples_per_ray=8, points_per_inr=64, log_every=1, device='cpu')\n"
          "train(cfg, pairs, {out!r}, progress=False)\n")
 
 

@@ -91,7 +91,11 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def _pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            rank, n = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if rank >= n:
+                raise ValueError(f"local rank {rank} has no GPU of its own ({n} visible): start at most {n} "
+                                 f"processes per node, or train with device='cpu'")
+            return torch.device("cuda", rank)
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():

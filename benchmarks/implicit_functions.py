@@ -91,6 +91,8 @@ def cross_modal_rows(encoder, test: list, device: str) -> dict:
     with torch.no_grad():
         base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
     z, _ = embed_records(encoder, test, device)
+    if encoder.config.geometry_dim:
+        z = encoder.split_geometry(z)[1]        # the geometry head: what SigLIP and L2 were applied to
     return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
             "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
 

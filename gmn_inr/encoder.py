@@ -15,6 +15,11 @@ features 400 CPU steps leave the embeddings of every family but octrees at chanc
 (benchmarks/unseen_arch.py's ablation rows; ``value_baseline`` keeps them from collapsing, it
 does not make them learn).
 
+Optionally (``geometry_dim``, off by default) the last columns of the embedding are a geometry
+head: a linear map of the geometry-channel output neuron's probe row and node state only, which
+the training model aligns across modalities (SigLIP, L2) and does not decode from
+(gmn_inr.cross_modal; :meth:`GMNEncoder.split_geometry`).
+
 Efficiency: the blocks (:class:`GMNLayer`, and :class:`ConcatGMNLayer` as the plain reference)
 live in :mod:`gmn_inr.blocks`.
 

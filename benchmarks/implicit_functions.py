@@ -13,6 +13,11 @@ of the same object among the test objects' B-INRs; the table reports each pair a
 beside two rows without learning: the raw and the canonical outputs at the probe points,
 compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
 and ``.md``.
+
+The geometry <-> appearance table (``--no-cross-modality`` skips it) trains one encoder on SDF
+and radiance INRs whose SigLIP and L2 terms read a geometry head of their own, which the
+decoders do not read (``--xmod-geometry-dim``, default half the embedding; 0 = the shared
+embedding of earlier runs), and retrieves with those columns (:func:`cross_modality`).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -91,18 +97,28 @@ def cross_modal_rows(encoder, test: list, device: str) -> dict:
     with torch.no_grad():
         base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
     z, _ = embed_records(encoder, test, device)
+    if encoder.config.geometry_dim:
+        z = encoder.split_geometry(z)[1]        # the geometry head: what SigLIP and L2 were applied to
     return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
             "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
 
 
-def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str):
+def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str, geometry_dim: Optional[int] = None):
     """Geometry <-> appearance: one encoder trained on (SDF, NeRF) and (NeRF, NeRF) pairs of the
     training objects (rendering + SDF reconstruction + SigLIP + L2, gmn_inr.cross_modal), then
     recall between the test objects' SDF INRs and their radiance INRs of every training family;
-    beside it the same recall of the canonical outputs at the probe points, no learning."""
+    beside it the same recall of the canonical outputs at the probe points, no learning.
+
+    ``geometry_dim``: the encoder's geometry head (``EncoderConfig.geometry_dim``: SigLIP and L2 on
+    those columns only, the decoders on the others; retrieval reads them); None = half the
+    preset's embedding, 0 = none (one embedding for every term: at chance on the cpu zoo)."""
     from gmn_inr.cross_modal import cross_modal_pairs
+    from gmn_inr.encoder import PRESETS
     from gmn_inr.fields import registry
     from gmn_inr.train import TrainConfig, train
+
+    if geometry_dim is None:
+        geometry_dim = PRESETS[bp.encoder].embed_dim // 2
 
     fams = registry.architectures(training=True)
     pairs = cross_modal_pairs([r for r in records if r.split == "train"], implicit_arch=arch, radiance_archs=fams)
@@ -112,20 +128,25 @@ def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str):
     log(f"cross-modality: {len(pairs)} training pairs ({sum(a.function == 'sdf' for a, _ in pairs)} SDF-NeRF), "
         f"{len(test)} test INRs, {steps} steps")
     cfg = TrainConfig.for_preset(bp.encoder, loss="R+C+L2", steps=steps, seed=0, functions=["radiance", "sdf"],
-                                 ckpt_every=max(10, steps // 10))
-    res = train(cfg, pairs, out_dir=runs / "cross_modality", resume=True)
+                                 ckpt_every=max(10, steps // 10),
+                                 encoder={"geometry_dim": geometry_dim} if geometry_dim else {})
+    run_dir = runs / ("cross_modality" + (f"_geometry{geometry_dim}" if geometry_dim else ""))
+    res = train(cfg, pairs, out_dir=run_dir, resume=True)
     out = cross_modal_rows(res.encoder, test, device)
     return out, {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
-                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "steps": steps}, res.encoder
+                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "steps": steps,
+                 "geometry_dim": geometry_dim}, res.encoder
 
 
 def cross_modality_markdown(xmod: dict, info: dict) -> list:
     """The geometry <-> appearance table: recall@1 per gallery/query family and pooled."""
     first = next(iter(xmod.values()))
     fam_cols = list(first["by_family"])
+    head = (f" SigLIP and L2 on a geometry head of {info['geometry_dim']} columns (the learned row reads them)"
+            if info.get("geometry_dim") else " one embedding for every loss term")
     lines = ["", f"Geometry <-> appearance: {info['n_test']} test INRs (SDF {', '.join(info['families'])} radiance), "
-             f"one encoder trained {info['steps']} steps on {info['n_train_pairs']} pairs. Recall@1 (%), query/gallery; "
-             "pooled: the gallery holds every family (recall@5 in brackets).", "",
+             f"one encoder trained {info['steps']} steps on {info['n_train_pairs']} pairs,{head}. Recall@1 (%), "
+             "query/gallery; pooled: the gallery holds every family (recall@5 in brackets).", "",
              "| | sdf/radiance | radiance/sdf | " + " | ".join(fam_cols) + " |", "|---" * (len(fam_cols) + 3) + "|"]
     for n, r in xmod.items():
         lines.append(f"| {n} | {100 * r['sdf/radiance']['1']:.1f} ({100 * r['sdf/radiance']['5']:.1f}) | "
@@ -188,6 +209,9 @@ def main(argv=None) -> int:
                     "(benchmarks/cgal_meshes.py) with the encoders trained here on the procedural zoo")
     ap.add_argument("--no-cross-modality", dest="cross_modality", action="store_false",
                     help="skip the geometry <-> appearance table (SDF INRs against radiance INRs)")
+    ap.add_argument("--xmod-geometry-dim", type=int, default=None,
+                    help="columns of the cross-modality encoder's geometry head, which SigLIP and L2 read and the "
+                         "decoders do not (default: half the embedding; 0: none, one embedding for every term)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
@@ -228,7 +252,7 @@ def main(argv=None) -> int:
     xmod = xmod_training = None
     if args.cross_modality:
         xmod, xmod_training, encoders["cross_modality"] = cross_modality(records, args.arch, bp, steps, runs,
-                                                                           args.device)
+                                                                           args.device, args.xmod_geometry_dim)
         training["cross_modality"] = xmod_training
         log("cross-modality: " + ", ".join(f"{n}: sdf/radiance {100 * r['sdf/radiance']['1']:.1f}%, radiance/sdf "
                                            f"{100 * r['radiance/sdf']['1']:.1f}%" for n, r in xmod.items()))

@@ -134,7 +134,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, str], dict[str, torch.T
 
 #: the largest encoder a checkpoint may ask for (far above the paper's hidden 128 / 4 layers / 1024-d),
 #: checked before anything is allocated: a crafted config must not try a 160 GB allocation
-ENCODER_LIMITS = {"hidden": 4096, "layers": 64, "embed_dim": 16384, "value_freqs": 4096, "probe_dim": 4096}
+ENCODER_LIMITS = {"hidden": 4096, "layers": 64, "embed_dim": 16384, "value_freqs": 4096, "probe_dim": 4096,
+                  "geometry_dim": 16384}
 
 
 def check_encoder_config(d, path) -> dict:

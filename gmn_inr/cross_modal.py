@@ -6,7 +6,11 @@ of two different families (the main paper's pairs), all read through
 :class:`gmn_inr.canonical.FunctionCanonical` in ``geometry`` mode: the density row of a radiance
 field and the output row of an SDF become the same quantity, the truncated distance to the
 surface, read through one readout matrix. The loss is the paper's (rendering for radiance, SDF
-reconstruction for the implicit INRs) + SigLIP + L2 between the two sides of each pair.
+reconstruction for the implicit INRs) + SigLIP + L2 between the two sides of each pair. With an
+encoder geometry head (``EncoderConfig.geometry_dim``) SigLIP and L2 read only its columns, a
+linear map of the geometry output neuron's probe row and node state, and the decoders only the
+other columns: in one shared embedding the colour a radiance INR must carry for the rendering
+loss keeps its SDF's embedding at chance (docs/results/implicit_functions.md).
 
 :func:`cross_modal_recall`: query an object's SDF INR against the test objects' radiance INRs (one
 gallery per family, and all families pooled) and back.

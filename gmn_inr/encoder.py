@@ -15,6 +15,11 @@ features 400 CPU steps leave the embeddings of every family but octrees at chanc
 (benchmarks/unseen_arch.py's ablation rows; ``value_baseline`` keeps them from collapsing, it
 does not make them learn).
 
+Optionally (``geometry_dim``, off by default) the last columns of the embedding are a geometry
+head: a linear map of the geometry-channel output neuron's probe row and node state only, which
+the training model aligns across modalities (SigLIP, L2) and does not decode from
+(gmn_inr.cross_modal; :meth:`GMNEncoder.split_geometry`).
+
 Efficiency: the blocks (:class:`GMNLayer`, and :class:`ConcatGMNLayer` as the plain reference)
 live in :mod:`gmn_inr.blocks`.
 
@@ -43,6 +48,9 @@ _NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
 #: output channels a probe readout tells apart (r, g, b, sigma; implicit functions use one)
 MAX_OUTPUTS = 4
 _EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
+#: the output channel whose neuron carries an INR's geometry: the radiance fields' density (r, g, b,
+#: sigma = 0..3); gmn_inr.canonical's geometry mode moves an implicit INR's output neuron there too
+GEOMETRY_CHANNEL = 3
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,13 @@ class EncoderConfig:
     #: and SigLIP's gradient (orthogonal to a shared direction) cannot separate the INRs.
     #: Meant for weights-only encoders: probe rows, where read, are kept in the baseline pass.
     value_baseline: bool = False
+    #: the last ``geometry_dim`` columns of the embedding are a geometry head of their own: a linear
+    #: map of the geometry-channel output neuron's probe row (:data:`GEOMETRY_CHANNEL`, the canonical
+    #: distance of gmn_inr.canonical's geometry mode) plus one of its node state (zero at init), so
+    #: it reads no colour row and no edge; the other readouts fill the first ``embed_dim -
+    #: geometry_dim`` columns. The training model decodes from those only and applies SigLIP and L2
+    #: to the geometry columns only (:meth:`GMNEncoder.split_geometry`). 0: no geometry head.
+    geometry_dim: int = 0
 
     def validate(self) -> None:
         for k in ("hidden", "embed_dim", "value_freqs"):
@@ -87,6 +102,12 @@ class EncoderConfig:
         if self.probe_readout and not (self.probe_dim and self.output_readout):
             raise ValueError("EncoderConfig.probe_readout reads the output neurons' probe rows: it needs "
                              "probe_dim > 0 and output_readout=True")
+        if not 0 <= int(self.geometry_dim) < int(self.embed_dim):
+            raise ValueError(f"EncoderConfig.geometry_dim must be in [0, embed_dim={self.embed_dim}), "
+                             f"got {self.geometry_dim}")
+        if self.geometry_dim and not self.probe_dim:
+            raise ValueError("EncoderConfig.geometry_dim reads the geometry output neuron's probe row: it needs "
+                             "probe_dim > 0")
 
 
 #: named sizes: the paper's (GPU), one that trains in minutes on 2 CPU cores, one for tests
@@ -115,12 +136,13 @@ class GMNEncoder(nn.Module):
     def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
                  value_freqs: int = 64, efficient: bool = True, probe_dim: int = NUM_PROBES,
                  output_readout: bool = True, probe_readout: bool = False, value_norm: bool = False,
-                 embed_norm: bool = False, value_baseline: bool = False):
+                 embed_norm: bool = False, value_baseline: bool = False, geometry_dim: int = 0):
         super().__init__()
         self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient, probe_dim, output_readout,
-                                    probe_readout, value_norm, embed_norm, value_baseline)
+                                    probe_readout, value_norm, embed_norm, value_baseline, geometry_dim)
         self.config.validate()
         h = hidden
+        rest = embed_dim - geometry_dim           # the columns of the edge / output-neuron readouts
         # pre-encoder: type codes through embedding tables, the scaled columns through a
         # linear map plus learned sinusoids (Lim et al. use sin(Linear(.)) of each feature)
         self.node_type = nn.Embedding(NUM_NODE_TYPES, h)
@@ -144,16 +166,25 @@ class GMNEncoder(nn.Module):
         self.node_probe = nn.Linear(probe_dim, h) if probe_dim else None
         block = GMNLayer if efficient else ConcatGMNLayer
         self.blocks = nn.ModuleList([block(h) for _ in range(layers)])
-        self.readout = nn.Linear(h, embed_dim)
+        self.readout = nn.Linear(h, rest)
         # the edge mean weighs a network by its storage (a hash grid's entries outnumber its MLP
         # weights 5:1), so what the output neurons know, the same kind of thing in every
         # architecture, would be a small share of it: read them out on their own as well
-        self.output_readout = nn.Linear(h, embed_dim) if output_readout else None
+        self.output_readout = nn.Linear(h, rest) if output_readout else None
         # one K -> D map per output channel (r, g, b, sigma differ in meaning), stored as [K, C*D]
-        self.probe_readout = (nn.Linear(probe_dim, MAX_OUTPUTS * embed_dim, bias=False) if probe_readout else None)
+        self.probe_readout = (nn.Linear(probe_dim, MAX_OUTPUTS * rest, bias=False) if probe_readout else None)
         if embed_norm:
-            self.register_buffer("embed_mean", torch.zeros(embed_dim))
-            self.register_buffer("embed_var", torch.ones(embed_dim))
+            self.register_buffer("embed_mean", torch.zeros(rest))
+            self.register_buffer("embed_var", torch.ones(rest))
+        # created last, so that without it every other parameter draws the same initial values
+        self.geometry_probe = self.geometry_state = None
+        if geometry_dim:
+            self.geometry_probe = nn.Linear(probe_dim, geometry_dim, bias=False)
+            self.geometry_state = nn.Linear(h, geometry_dim, bias=False)
+            with torch.no_grad():
+                # at init the head is a random projection of the canonical geometry row (cosines
+                # roughly kept); what message passing adds is learned from 0
+                self.geometry_state.weight.zero_()
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "GMNEncoder":
@@ -178,6 +209,17 @@ class GMNEncoder(nn.Module):
     @property
     def embed_dim(self) -> int:
         return self.config.embed_dim
+
+    @property
+    def decoded_dim(self) -> int:
+        """Width of the columns before the geometry head (all of them without one): ``embed_dim -
+        geometry_dim``."""
+        return self.config.embed_dim - self.config.geometry_dim
+
+    def split_geometry(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z [..., embed_dim]`` -> ``(rest [..., embed_dim - geometry_dim], geometry [..., geometry_dim])``
+        (views; geometry is empty without a geometry head)."""
+        return z[..., :self.decoded_dim], z[..., self.decoded_dim:]
 
     # -- input checks ------------------------------------------------------------------
     @staticmethod
@@ -260,17 +302,18 @@ class GMNEncoder(nn.Module):
         edge_graph = node_graph.index_select(0, src)
         args = (x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index)
         z = self._embed(edge_attr, *args)
+        z, geometry = self.split_geometry(z)      # value_baseline and embed_norm act on the rest only
         if self.config.value_baseline:
             with torch.no_grad():
                 zero = edge_attr.clone()
                 zero[:, E_VALUE] = 0
-                base = self._embed(zero, *args)
+                base = self.split_geometry(self._embed(zero, *args))[0]
             z = z - base
         if self.config.embed_norm:
             # batch statistics need two graphs; a single graph in training uses the running ones
             z = F.batch_norm(z, self.embed_mean, self.embed_var, training=self.training and num_graphs > 1,
                              momentum=0.1, eps=1e-5)
-        return z
+        return torch.cat([z, geometry], dim=1) if self.geometry_probe is not None else z
 
     def _embed(self, edge_attr, x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index):
         """Pre-encoder, blocks and readout: ``[G, D]`` before ``embed_norm``."""
@@ -317,7 +360,25 @@ class GMNEncoder(nn.Module):
                 pre = pre + self._output_probe_term(x, is_out, probe, probe_index)
             per_node = torch.relu(pre)
             pooled = pooled + pooled.new_zeros(pooled.shape).index_add(0, g_out, per_node) / n_out.unsqueeze(1)
+        if self.geometry_probe is not None:
+            pooled = torch.cat([pooled, self._geometry_readout(h, x, node_graph, num_graphs, probe, probe_index)], 1)
         return pooled
+
+    def _geometry_readout(self, h: torch.Tensor, x: torch.Tensor, node_graph: torch.Tensor, num_graphs: int,
+                          probe: torch.Tensor, probe_index: torch.Tensor) -> torch.Tensor:
+        """The geometry head: per graph, the mean over its output neurons of channel
+        :data:`GEOMETRY_CHANNEL` of ``W_p asinh(p_o) + W_h h_o`` (linear: no ReLU, so the projection
+        keeps the rows' cosines), ``h [N, H]``, ``x [N, NODE_DIM]``, ``probe [M, K]`` of nodes
+        ``probe_index [M]`` -> ``[G, geometry_dim]``; 0 for a graph without such a neuron."""
+        node_x = x.index_select(0, probe_index)                                        # [M, NODE_DIM]
+        is_geo = (node_x[:, N_TYPE] == int(NodeType.OUTPUT)) & \
+            ((node_x[:, N_OUT] * OUT_SCALE).round().long() == GEOMETRY_CHANNEL)       # [M]
+        nodes = probe_index[is_geo]                                                    # [M_geo]
+        per_node = self.geometry_probe(torch.asinh(probe[is_geo])) + self.geometry_state(h.index_select(0, nodes))
+        g = node_graph.index_select(0, nodes)                                          # [M_geo]
+        count = torch.bincount(g, minlength=num_graphs).clamp_min(1).to(per_node.dtype)
+        out = per_node.new_zeros(num_graphs, per_node.shape[1]).index_add(0, g, per_node)
+        return out / count.unsqueeze(1)
 
     def _output_probe_term(self, x: torch.Tensor, is_out: torch.Tensor, probe: torch.Tensor,
                            probe_index: torch.Tensor) -> torch.Tensor:
@@ -331,7 +392,7 @@ class GMNEncoder(nn.Module):
         chan = (x[is_out, N_OUT] * OUT_SCALE).round().long()
         if n_out and (int(chan.min()) < 0 or int(chan.max()) >= MAX_OUTPUTS):
             raise ValueError(f"probe_readout reads at most {MAX_OUTPUTS} output channels, got channel {int(chan.max())}")
-        d = self.config.embed_dim
+        d = self.decoded_dim
         per_chan = self.probe_readout(torch.asinh(p)).view(n_out, MAX_OUTPUTS, d)      # [N_out, C, D]
         return per_chan.gather(1, chan.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
 

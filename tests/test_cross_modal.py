@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from gmn_inr.canonical import GEOMETRY_CHANNEL, FunctionCanonical, canonical_geometry
+from gmn_inr.encoder import GEOMETRY_CHANNEL as ENCODER_GEOMETRY_CHANNEL
 from gmn_inr.cross_modal import cross_modal_pairs, cross_modal_recall
 from gmn_inr.train import TrainConfig, evaluate, train
 from graphs import batch_graphs
@@ -71,3 +72,99 @@ def test_cross_modal_training_lowers_every_term_and_pairs_sdf_with_its_nerf(reco
         z = res.encoder.eval()(batch_graphs([r.graph() for r in test]))
     rec = cross_modal_recall(z, test)
     assert set(rec) == {"sdf/radiance", "radiance/sdf", "by_family"} and 0 <= rec["sdf/radiance"]["1"] <= 1
+
+
+def _geometry_model(loss: str, geometry_dim: int = 8):
+    from gmn_inr.training.model import GMNModel
+
+    cfg = TrainConfig(preset="tiny", loss=loss, batch_pairs=2, rays_per_inr=8, samples_per_ray=6, points_per_inr=32,
+                      functions=["radiance", "sdf"], encoder={"geometry_dim": geometry_dim})
+    torch.manual_seed(0)
+    model = GMNModel(cfg, ["radiance", "sdf"])
+    with torch.no_grad():                     # away from its zero init, so that a gradient path would show
+        model.encoder.geometry_state.weight.normal_()
+    return model
+
+
+def _xmod_batch(records):
+    pairs = cross_modal_pairs(records, radiance_archs=("MLP", "HASH"))
+    chosen = [p for p in pairs if p[0].function == "sdf"][:2]       # two objects' (SDF, NeRF) pairs
+    recs = [a for a, _ in chosen] + [b for _, b in chosen]
+    return batch_graphs([r.graph() for r in recs]), recs
+
+
+def test_rendering_loss_never_reaches_the_geometry_head_and_alignment_only_reaches_it(records):
+    """With a geometry head the reconstruction terms read the other columns only, SigLIP and L2
+    the geometry columns only: gradients show which parameters each term can move."""
+    batch, recs = _xmod_batch(records)
+    seeds = list(range(len(recs)))
+    model = _geometry_model("R")
+    enc = model.encoder
+    terms = model(batch, recs, seeds, len(recs))
+    assert set(terms) == {"render", "implicit"}
+    (terms["render"] + terms["implicit"]).backward()
+    for p in (enc.geometry_probe.weight, enc.geometry_state.weight):
+        assert p.grad is None or not p.grad.any()
+    assert enc.readout.weight.grad.abs().sum() > 0 and enc.probe_readout.weight.grad.abs().sum() > 0
+
+    model = _geometry_model("C")
+    enc = model.encoder
+    terms = model(batch, recs, seeds, len(recs), labels=None)
+    (terms["contrastive"]).backward()
+    assert enc.geometry_probe.weight.grad.abs().sum() > 0 and enc.geometry_state.weight.grad.abs().sum() > 0
+    assert enc.blocks[0].node_proj.weight.grad.abs().sum() > 0          # through the geometry neuron's state
+    for p in (enc.readout.weight, enc.output_readout.weight, enc.probe_readout.weight):
+        assert p.grad is None or not p.grad.any()
+
+
+def test_geometry_head_reads_the_geometry_row_and_no_colour_row(records):
+    """The geometry columns move with the density/SDF output neuron's probe row and not with the
+    r, g, b output rows; at init (state term 0) they are a linear map of that row alone."""
+    enc = _geometry_model("C").encoder.eval()
+    rad = next(FunctionCanonical(r, geometry=True) for r in records if r.function == "radiance")
+    g = rad.graph()
+    node_x = g.x[g.probe_index]
+    out = node_x[:, N_TYPE] == int(NodeType.OUTPUT)
+    chan = (node_x[:, N_OUT] * OUT_SCALE).round().long()
+    colour, geo = out & (chan != GEOMETRY_CHANNEL), out & (chan == GEOMETRY_CHANNEL)
+    assert int(colour.sum()) == 3 and int(geo.sum()) == 1
+
+    def geometry_columns(graph):
+        with torch.no_grad():
+            return enc.split_geometry(enc(batch_graphs([graph])))
+
+    import dataclasses
+    rest0, geo0 = geometry_columns(g)
+    probe = g.probe.clone()
+    probe[colour] = torch.rand_like(probe[colour]) * 5
+    rest1, geo1 = geometry_columns(dataclasses.replace(g, probe=probe))
+    assert torch.allclose(geo0, geo1, atol=1e-6) and not torch.allclose(rest0, rest1)
+    probe = g.probe.clone()
+    probe[geo] = torch.rand_like(probe[geo])
+    assert not torch.allclose(geo0, geometry_columns(dataclasses.replace(g, probe=probe))[1])
+    with torch.no_grad():
+        enc.geometry_state.weight.zero_()
+        expected = enc.geometry_probe(torch.asinh(g.probe[geo]))
+    assert torch.allclose(geometry_columns(g)[1], expected, atol=1e-5)
+
+
+def test_geometry_head_off_leaves_the_encoder_unchanged():
+    from gmn_inr.encoder import GMNEncoder
+
+    torch.manual_seed(0)
+    plain = GMNEncoder.from_preset("tiny")
+    torch.manual_seed(0)
+    zero = GMNEncoder.from_preset("tiny", geometry_dim=0)
+    torch.manual_seed(0)
+    geo = GMNEncoder.from_preset("tiny", geometry_dim=8)
+    assert plain.state_dict().keys() == zero.state_dict().keys()
+    assert not any(k.startswith("geometry") for k in plain.state_dict())
+    assert plain.decoded_dim == plain.embed_dim and geo.decoded_dim == geo.embed_dim - 8
+    # the head is created last: every parameter the two share starts the same (the readouts narrower)
+    assert torch.equal(plain.node_probe.weight, geo.node_probe.weight)
+    with pytest.raises(ValueError):
+        GMNEncoder.from_preset("tiny", geometry_dim=32)               # = embed_dim: no columns left
+
+
+def test_encoder_and_canonical_agree_on_the_geometry_channel():
+    assert ENCODER_GEOMETRY_CHANNEL == GEOMETRY_CHANNEL

@@ -41,7 +41,8 @@ class GMNModel(nn.Module):
         w = config.weights()
         self.encoder = GMNEncoder.from_preset(config.preset, **config.encoder)
         self.functions = list(functions)
-        self.decoders = (make_decoders(self.encoder.embed_dim, self.functions, config.preset, config.unified,
+        # with a geometry head (EncoderConfig.geometry_dim) the decoders read the other columns only
+        self.decoders = (make_decoders(self.encoder.decoded_dim, self.functions, config.preset, config.unified,
                                        **config.decoder) if w.recon > 0 else nn.ModuleDict())
         self.siglip = SigLIP() if w.contrastive > 0 else None
 
@@ -73,13 +74,18 @@ class GMNModel(nn.Module):
         w = self.config.weights()
         z = self.encoder(batch)                                     # [2n, D]
         n = z.shape[0] // 2
+        # with a geometry head, reconstruction reads the first D - D_geo columns and the alignment
+        # terms the last D_geo: the rendering loss never reaches the geometry head, nor SigLIP / L2
+        # the columns the decoders read
+        decoded, geometry = self.encoder.split_geometry(z)         # [2n, D - D_geo], [2n, D_geo]
+        aligned = geometry if self.encoder.config.geometry_dim else z
         terms: dict[str, torch.Tensor] = {}
         if w.recon > 0:
-            terms.update(self._reconstruction(z, records, seeds, n_global_inrs, world))
+            terms.update(self._reconstruction(decoded, records, seeds, n_global_inrs, world))
         if w.contrastive > 0:
-            terms["contrastive"] = self._contrastive(z[:n], z[n:], world, labels)
+            terms["contrastive"] = self._contrastive(aligned[:n], aligned[n:], world, labels)
         if w.l2 > 0:
-            terms["l2"] = l2_alignment(z[:n], z[n:])
+            terms["l2"] = l2_alignment(aligned[:n], aligned[n:])
         return terms
 
     # reconstruction: sum over local INRs / (global INR count / world) = the global mean after DDP

@@ -8,7 +8,9 @@ alignment only, INRet's unified decoder only (every embedding decoded as the sha
 from the object's SDF INR) and both; a fifth row trains the last setting on the raw output rows
 (``--ablation``, default on: what the function-canonical probe rows bring). Every other row reads
 graphs whose output probe row is the function-canonical truncated distance
-(:mod:`gmn_inr.canonical`). For every ordered pair of functions (query A, gallery B), recall@1
+(:mod:`gmn_inr.canonical`). Two more rows train no regularisation and L2 + unified decoder with an
+encoder geometry head (``EncoderConfig.geometry_dim``, half the embedding: the L2 term reads only
+those columns, the decoders only the others) and retrieve with the head. For every ordered pair of functions (query A, gallery B), recall@1
 of the same object among the test objects' B-INRs; the table reports each pair and their mean,
 beside two rows without learning: the raw and the canonical outputs at the probe points,
 compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
@@ -37,14 +39,17 @@ from gmn_inr.canonical import FunctionCanonical, canonical_output_features, shap
 from gmn_inr.bench import BENCH_PRESETS, embed_records, ensure_zoo, git_commit, log, tune_malloc
 
 FUNCS = ("sdf", "udf", "occupancy")
-SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows)
-    "no regularisation": ("R", None, True),
-    "L2 only": ("R+L2", None, True),
-    "unified decoder only": ("R", "udf", True),
-    "L2 + unified decoder": ("R+L2", "udf", True),
+SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows, geometry head)
+    "no regularisation": ("R", None, True, False),
+    "L2 only": ("R+L2", None, True, False),
+    "unified decoder only": ("R", "udf", True, False),
+    "L2 + unified decoder": ("R+L2", "udf", True, False),
+    # the alignment term on a head of its own (gmn_inr.encoder's geometry_dim), the decoders on the rest
+    "no regularisation, geometry head": ("R", None, True, True),
+    "L2 + unified decoder, geometry head": ("R+L2", "udf", True, True),
 }
 #: the ablation: the full setting on the raw output rows (the encoder before gmn_inr.canonical)
-ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False)}
+ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False, False)}
 
 
 def function_pairs(records, split: str, arch: str) -> list:
@@ -84,6 +89,13 @@ def no_learning_rows(test) -> dict:
             "no learning: canonical outputs at the probe points": cross_function_recall(canon, test)}
 
 
+def retrieval_embeddings(encoder, recs, device: str) -> torch.Tensor:
+    """``[N, D']`` embeddings retrieval compares: the geometry head's columns where the encoder has
+    one (what the alignment terms were applied to), else the whole embedding."""
+    z, _ = embed_records(encoder, recs, device)
+    return encoder.split_geometry(z)[1] if encoder.config.geometry_dim else z
+
+
 def cross_modal_test(records, arch: str, fams) -> list:
     """The SDF INRs of ``arch`` and radiance INRs of ``fams`` among ``records``, geometry rows."""
     return [FunctionCanonical(r, geometry=True) for r in records
@@ -96,9 +108,7 @@ def cross_modal_rows(encoder, test: list, device: str) -> dict:
 
     with torch.no_grad():
         base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
-    z, _ = embed_records(encoder, test, device)
-    if encoder.config.geometry_dim:
-        z = encoder.split_geometry(z)[1]        # the geometry head: what SigLIP and L2 were applied to
+    z = retrieval_embeddings(encoder, test, device)
     return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
             "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
 
@@ -169,7 +179,7 @@ def mesh_zoo_rows(zoo: Path, arch: str, encoders: dict, device: str) -> dict:
     for name, item in encoders.items():
         if name != "cross_modality":
             enc, wrap = item
-            out["retrieval"][name] = cross_function_recall(embed_records(enc, [wrap(r) for r in test], device)[0], test)
+            out["retrieval"][name] = cross_function_recall(retrieval_embeddings(enc, [wrap(r) for r in test], device), test)
     if "cross_modality" in encoders:
         xt = cross_modal_test(records, arch, registry.architectures(training=True))
         out["cross_modality_table"] = cross_modal_rows(encoders["cross_modality"], xt, device)
@@ -232,22 +242,27 @@ def main(argv=None) -> int:
     runs = Path(args.runs or f"runs/{args.preset}/implicit")
     results, training, encoders = no_learning_rows(test), {}, {}
     settings = {**SETTINGS, **(ABLATION if args.ablation else {})}
-    for name, (loss, unified, canon) in settings.items():
+    from gmn_inr.encoder import PRESETS
+    for name, (loss, unified, canon, head) in settings.items():
+        geometry_dim = PRESETS[bp.encoder].embed_dim // 2 if head else 0
         cfg = TrainConfig.for_preset(bp.encoder, loss=loss, unified=unified, steps=steps, seed=0,
                                      functions=list(FUNCS) if unified is None else [unified],
-                                     ckpt_every=max(10, steps // 10))
-        log(f"training: {name} ({loss}, unified={unified}, canonical rows={canon}, {steps} steps)")
-        wrap = FunctionCanonical if canon else (lambda r: r)
+                                     ckpt_every=max(10, steps // 10),
+                                     encoder={"geometry_dim": geometry_dim} if head else {})
+        log(f"training: {name} ({loss}, unified={unified}, canonical rows={canon}, geometry head={geometry_dim}, "
+            f"{steps} steps)")
+        # the geometry head reads the density channel's output neuron: geometry mode moves an
+        # implicit INR's output row there
+        wrap = (lambda r: FunctionCanonical(r, geometry=True)) if head else FunctionCanonical if canon else (lambda r: r)
         train_pairs = [(wrap(a), wrap(b)) for a, b in pairs]
         if unified is not None:
             train_pairs = shape_teacher_pairs(train_pairs)
         run_dir = runs / (name.replace(" ", "_").replace("+", "p").replace(",", "") + ("_canon" if canon else ""))
         res = train(cfg, train_pairs, out_dir=run_dir, resume=True)
-        z, _ = embed_records(res.encoder, [wrap(r) for r in test], args.device)
-        results[name] = cross_function_recall(z, test)
+        results[name] = cross_function_recall(retrieval_embeddings(res.encoder, [wrap(r) for r in test], args.device), test)
         encoders[name] = (res.encoder, wrap)
         training[name] = {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
-                          "canonical_rows": canon}
+                          "canonical_rows": canon, "geometry_dim": geometry_dim}
         log(f"{name}: mean recall@1 across functions {100 * results[name]['mean@1']:.1f}%")
     xmod = xmod_training = None
     if args.cross_modality:

@@ -163,6 +163,9 @@ def test_implicit_functions_smoke(tmp_path):
     report = json.loads((tmp_path / "results" / "implicit_functions.json").read_text())
     assert report["retrieval"] and all(0.0 <= r["mean@1"] <= 1.0 for r in report["retrieval"].values())
     assert "L2 + unified decoder, raw output rows" in report["retrieval"]
+    # the geometry-head rows: the encoder has a head and retrieval read only its columns
+    assert report["training"]["L2 + unified decoder, geometry head"]["geometry_dim"] > 0
+    assert "no regularisation, geometry head" in report["retrieval"]
     assert "no learning: canonical outputs at the probe points" in report["retrieval"]
     xm = report["cross_modality"]
     assert set(xm) >= {"sdf/radiance", "radiance/sdf"} and set(xm["sdf/radiance"]) == {"1", "5", "10"}

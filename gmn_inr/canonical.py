@@ -40,8 +40,9 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from gmn_inr.encoder import GEOMETRY_CHANNEL
 from gmn_inr.zoo.dataset import RecordView
-from graphs.layout import N_OUT, N_TYPE, OUT_SCALE, NodeType
+from graphs.layout import N_OUT, N_TYPE, OUT_SCALE, NodeType, output_channel
 
 #: the truncation of the canonical distance (= gmn_inr.losses.SDF_CLAMP, the decoder's clamp)
 TRUNCATION = 0.1
@@ -54,10 +55,9 @@ IMPLICIT = ("sdf", "udf", "occupancy")
 #: the density a radiance field reaches inside its object (the zoo fits ``SIGMA_MAX * sigmoid(-sdf /
 #: eps)``, gmn_inr.zoo.gate.SIGMA_MAX): ``sigma / DENSITY_REF`` is read as an occupancy probability
 DENSITY_REF = 30.0
-#: the output channel whose probe row carries the canonical distance in ``geometry`` mode (radiance's
-#: density channel): sdf / udf / occupancy outputs are moved there, so one readout matrix reads the
-#: geometry of every INR, radiance or implicit
-GEOMETRY_CHANNEL = 3
+# GEOMETRY_CHANNEL (the encoder's, radiance's density channel) carries the canonical distance in
+# ``geometry`` mode: sdf / udf / occupancy outputs are moved there, so one readout reads the geometry
+# of every INR, radiance or implicit
 
 
 def canonical_values(values: torch.Tensor, function: str) -> torch.Tensor:
@@ -115,8 +115,7 @@ def canonical_graph(graph, function: str, geometry: bool = False):
         raise ValueError("canonical_graph: the graph has no probe row for an output neuron")
     probe, x = graph.probe.clone(), graph.x
     if function == "radiance":
-        chan = (graph.x[graph.probe_index, N_OUT] * OUT_SCALE).round().long()
-        rows = is_out & (chan == GEOMETRY_CHANNEL)
+        rows = is_out & (output_channel(graph.x[graph.probe_index]) == GEOMETRY_CHANNEL)
         if int(rows.sum()) != 1:
             raise ValueError(f"a radiance graph needs one density output neuron, found {int(rows.sum())}")
         probe[rows] = canonical_values(density_logit(probe[rows]), "occupancy")

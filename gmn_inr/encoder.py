@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphs.layout import (E_LAYER, E_LEVEL, E_TYPE, E_VALUE, EDGE_DIM, LAYER_SCALE, LEVEL_SCALE, N_OUT, N_TYPE,
-                           NODE_DIM, NUM_EDGE_TYPES, NUM_NODE_TYPES, OUT_SCALE, NodeType)
+from graphs.layout import (DENSITY_CHANNEL, E_LAYER, E_LEVEL, E_TYPE, E_VALUE, EDGE_DIM, LAYER_SCALE, LEVEL_SCALE,
+                           N_TYPE, NODE_DIM, NUM_EDGE_TYPES, NUM_NODE_TYPES, NodeType, output_channel)
 from graphs.graph import batch_graphs  # noqa: F401  (one batching function; importable from here too)
 from gmn_inr.blocks import ConcatGMNLayer, GMNLayer, edge_structure, pooled_relu_linear  # noqa: F401
 from graphs.probe import NUM_PROBES
@@ -50,7 +50,7 @@ MAX_OUTPUTS = 4
 _EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
 #: the output channel whose neuron carries an INR's geometry: the radiance fields' density (r, g, b,
 #: sigma = 0..3); gmn_inr.canonical's geometry mode moves an implicit INR's output neuron there too
-GEOMETRY_CHANNEL = 3
+GEOMETRY_CHANNEL = DENSITY_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -371,8 +371,7 @@ class GMNEncoder(nn.Module):
         keeps the rows' cosines), ``h [N, H]``, ``x [N, NODE_DIM]``, ``probe [M, K]`` of nodes
         ``probe_index [M]`` -> ``[G, geometry_dim]``; 0 for a graph without such a neuron."""
         node_x = x.index_select(0, probe_index)                                        # [M, NODE_DIM]
-        is_geo = (node_x[:, N_TYPE] == int(NodeType.OUTPUT)) & \
-            ((node_x[:, N_OUT] * OUT_SCALE).round().long() == GEOMETRY_CHANNEL)       # [M]
+        is_geo = (node_x[:, N_TYPE] == int(NodeType.OUTPUT)) & (output_channel(node_x) == GEOMETRY_CHANNEL)  # [M]
         nodes = probe_index[is_geo]                                                    # [M_geo]
         per_node = self.geometry_probe(torch.asinh(probe[is_geo])) + self.geometry_state(h.index_select(0, nodes))
         g = node_graph.index_select(0, nodes)                                          # [M_geo]
@@ -389,7 +388,7 @@ class GMNEncoder(nn.Module):
         if p.shape[0] != n_out:
             raise ValueError(f"probe_readout needs a probe row for every output neuron: {n_out} output neurons, "
                              f"{p.shape[0]} rows")
-        chan = (x[is_out, N_OUT] * OUT_SCALE).round().long()
+        chan = output_channel(x[is_out])
         if n_out and (int(chan.min()) < 0 or int(chan.max()) >= MAX_OUTPUTS):
             raise ValueError(f"probe_readout reads at most {MAX_OUTPUTS} output channels, got channel {int(chan.max())}")
         d = self.decoded_dim

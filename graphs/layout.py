@@ -81,6 +81,8 @@ E_LEVEL, E_ENTRY, E_ACT = 6, 7, 8
 
 LAYER_SCALE = 8.0
 OUT_SCALE = 4.0
+#: a radiance field's density output channel (r, g, b, sigma = 0..3): where geometry is read
+DENSITY_CHANNEL = 3
 FREQ_SCALE = 32.0
 LEVEL_SCALE = 16.0
 ACT_SCALE = 4.0
@@ -133,6 +135,12 @@ EDGE_ROLES = {"weight": EdgeType.WEIGHT, "bias": EdgeType.BIAS, "cell": EdgeType
 
 _extra_node_types: dict[str, int] = {}
 _extra_edge_types: dict[str, int] = {}
+
+
+def output_channel(x):
+    """The output channel index (long) of node features ``x [..., NODE_DIM]``, read from ``N_OUT``
+    (meaningful for output neurons only)."""
+    return (x[..., N_OUT] * OUT_SCALE).round().long()
 
 
 def node_type(role: str) -> int:

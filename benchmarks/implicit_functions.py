@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import itertools
 import json
 import os
@@ -62,10 +63,9 @@ def function_pairs(records, split: str, arch: str) -> list:
 
 
 def cross_function_recall(z, recs) -> dict:
-    from gmn_inr.tasks import recall_at_k
+    from gmn_inr.tasks import object_ids, recall_at_k
 
-    objs = {o: k for k, o in enumerate(sorted({r.object_id for r in recs}))}
-    ids = torch.tensor([objs[r.object_id] for r in recs])
+    ids = object_ids(recs)
     out = {}
     for a, b in itertools.permutations(FUNCS, 2):
         q = [i for i, r in enumerate(recs) if r.function == a]
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
             f"{steps} steps)")
         # the geometry head reads the density channel's output neuron: geometry mode moves an
         # implicit INR's output row there
-        wrap = (lambda r: FunctionCanonical(r, geometry=True)) if head else FunctionCanonical if canon else (lambda r: r)
+        wrap = functools.partial(FunctionCanonical, geometry=head) if canon else (lambda r: r)
         train_pairs = [(wrap(a), wrap(b)) for a, b in pairs]
         if unified is not None:
             train_pairs = shape_teacher_pairs(train_pairs)

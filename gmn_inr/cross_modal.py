@@ -57,10 +57,9 @@ def cross_modal_recall(z: torch.Tensor, recs: Sequence, implicit_function: str =
     family's SDF queries are the objects it has an INR of). Pooled:
     an SDF query hits if any radiance INR of its object (any family) is among the ``k`` nearest;
     every radiance INR is a query against the SDF gallery."""
-    from gmn_inr.tasks import recall_at_k
+    from gmn_inr.tasks import object_ids, recall_at_k
 
-    objs = {o: k for k, o in enumerate(sorted({r.object_id for r in recs}))}
-    ids = torch.tensor([objs[r.object_id] for r in recs])
+    ids = object_ids(recs)
     imp = [i for i, r in enumerate(recs) if r.function == implicit_function]
     rad = [i for i, r in enumerate(recs) if r.function == "radiance"]
     if not imp or not rad:
@@ -70,7 +69,8 @@ def cross_modal_recall(z: torch.Tensor, recs: Sequence, implicit_function: str =
            f"radiance/{f}": recall_at_k(z[rad], ids[rad], z[imp], ids[imp], ks=ks), "by_family": {}}
     for fam in sorted({recs[i].family for i in rad}):
         g = [i for i in rad if recs[i].family == fam]
-        q = [i for i in imp if int(ids[i]) in {int(ids[j]) for j in g}]     # objects this family has
+        has = {int(ids[j]) for j in g}                                      # objects this family has
+        q = [i for i in imp if int(ids[i]) in has]
         out["by_family"][f"{f}/radiance:{fam}"] = recall_at_k(z[q], ids[q], z[g], ids[g], ks=ks)
         out["by_family"][f"radiance:{fam}/{f}"] = recall_at_k(z[g], ids[g], z[imp], ids[imp], ks=ks)
     return out

@@ -100,6 +100,13 @@ def cosine_similarity_matrix(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.normalize(q.float(), dim=-1) @ F.normalize(g.float(), dim=-1).t()
 
 
+def object_ids(records: Sequence) -> torch.Tensor:
+    """``[N]`` long: each record's object as an index into the sorted object ids, the ``q_obj`` /
+    ``g_obj`` of :func:`recall_at_k`."""
+    index = {o: k for k, o in enumerate(sorted({r.object_id for r in records}))}
+    return torch.tensor([index[r.object_id] for r in records], dtype=torch.long)
+
+
 @torch.no_grad()
 def recall_at_k(q: torch.Tensor, q_obj: torch.Tensor, g: torch.Tensor, g_obj: torch.Tensor,
                 ks: Sequence[int] = (1, 5, 10), exclude_self: torch.Tensor | None = None) -> dict[str, float]:

@@ -35,3 +35,12 @@ def test_nearest_neighbour_index():
     idx = NearestNeighbourIndex(torch.eye(3), ["a", "b", "c"])
     hits = idx.search(torch.tensor([0.1, 1.0, 0.0]), k=2)
     assert [k for k, _ in hits[0]] == ["b", "a"]
+
+
+def test_object_ids_index_sorted_objects():
+    from types import SimpleNamespace
+
+    from gmn_inr.tasks import object_ids
+
+    recs = [SimpleNamespace(object_id=o) for o in ("mug-2", "car-1", "mug-2", "bench-0")]
+    assert object_ids(recs).tolist() == [2, 1, 2, 0]

@@ -1,9 +1,10 @@
 """Retrieval across implicit functions (INRet Table 4): SDF, UDF and occupancy INRs of one shape.
 
-    python benchmarks/implicit_functions.py [--preset {tiny,cpu,paper}] [--zoo DIR] [--arch HASH] [--out results]
+    python benchmarks/implicit_functions.py [--preset {tiny,cpu,paper}] [--zoo DIR] [--arch MLP,HASH] [--out results]
 
 The encoder is trained on pairs of one object's INRs under two different implicit functions
-(same architecture) in four settings: no regularisation (a decoder head per function), L2
+(same architecture; pairs of every architecture the zoo has sdf/udf/occupancy INRs of, the four
+training families in the cpu zoo, or those of ``--arch``) in four settings: no regularisation (a decoder head per function), L2
 alignment only, INRet's unified decoder only (every embedding decoded as the shape's UDF, taken
 from the object's SDF INR) and both; a fifth row trains the last setting on the raw output rows
 (``--ablation``, default on: what the function-canonical probe rows bring). Every other row reads
@@ -11,13 +12,15 @@ graphs whose output probe row is the function-canonical truncated distance
 (:mod:`gmn_inr.canonical`). Two more rows train no regularisation and L2 + unified decoder with an
 encoder geometry head (``EncoderConfig.geometry_dim``, half the embedding: the L2 term reads only
 those columns, the decoders only the others) and retrieve with the head. For every ordered pair of functions (query A, gallery B), recall@1
-of the same object among the test objects' B-INRs; the table reports each pair and their mean,
+of the same object among the test objects' B-INRs of the query's architecture (pooled over
+architectures; a second table gives each architecture's mean and the mean across architectures,
+where the gallery holds the other architectures' B-INRs); the table reports each pair and their mean,
 beside two rows without learning: the raw and the canonical outputs at the probe points,
 compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
 and ``.md``.
 
 The geometry <-> appearance table (``--no-cross-modality`` skips it) trains one encoder on SDF
-and radiance INRs whose SigLIP and L2 terms read a geometry head of their own, which the
+(every architecture compared above) and radiance INRs (every training family) whose SigLIP and L2 terms read a geometry head of their own, which the
 decoders do not read (``--xmod-geometry-dim``, default half the embedding; 0 = the shared
 embedding of earlier runs), and retrieves with those columns (:func:`cross_modality`).
 """
@@ -53,27 +56,91 @@ SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows, 
 ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False, False)}
 
 
-def function_pairs(records, split: str, arch: str) -> list:
-    """``(rec_a, rec_b)`` of one object, one architecture, two different implicit functions."""
-    by_obj: dict = {}
+def implicit_archs(records, only: Optional[str] = None) -> list:
+    """The architectures whose sdf/udf/occupancy INRs are compared: those of ``only`` (comma
+    separated) or else every architecture with INRs of at least two of them, in registry order."""
+    from gmn_inr.fields import registry
+
+    funcs: dict = {}
     for r in records:
-        if r.split == split and r.arch == arch and r.function in FUNCS:
-            by_obj.setdefault(r.object_id, {})[r.function] = r
-    return [(fs[a], fs[b]) for fs in by_obj.values() for a, b in itertools.combinations(FUNCS, 2) if a in fs and b in fs]
+        if r.function in FUNCS:
+            funcs.setdefault(r.arch, set()).add(r.function)
+    have = [a for a, f in funcs.items() if len(f) >= 2]
+    if only:
+        want = [a.strip() for a in only.split(",") if a.strip()]
+        missing = [a for a in want if a not in have]
+        if missing:
+            raise SystemExit(f"the zoo has no {', '.join(missing)} INRs of several implicit functions {FUNCS}")
+        return want
+    order = {a: k for k, a in enumerate(registry.architectures())}
+    return sorted(have, key=lambda a: (order.get(a, len(order)), a))
+
+
+def function_pairs(records, split: str, archs) -> list:
+    """``(rec_a, rec_b)`` of one object and one architecture (each of ``archs``), two different
+    implicit functions."""
+    by_inr: dict = {}
+    for r in records:
+        if r.split == split and r.arch in archs and r.function in FUNCS:
+            by_inr.setdefault((r.object_id, r.arch), {})[r.function] = r
+    return [(fs[a], fs[b]) for fs in by_inr.values() for a, b in itertools.combinations(FUNCS, 2) if a in fs and b in fs]
 
 
 def cross_function_recall(z, recs) -> dict:
+    """Recall@1/5 of the same object for every ordered function pair (query a, gallery b).
+
+    Within a family (the pair's keys, ``mean@1``, ``by_arch``): each architecture's a-INRs against
+    the b-INRs of the same architecture, pooled over architectures (weighted by queries). Across
+    families (``across``, ``across_mean@1``; only with several architectures): each a-INR against
+    the b-INRs of every other architecture. A query counts only where its gallery holds its object."""
     from gmn_inr.tasks import object_ids, recall_at_k
 
     ids = object_ids(recs)
-    out = {}
+    archs = sorted({r.arch for r in recs})
+
+    def pooled(pairs: list) -> Optional[dict]:
+        hits, n = {}, 0
+        for q, g in pairs:
+            has = set(ids[g].tolist())
+            q = [i for i in q if int(ids[i]) in has]
+            if not q:
+                continue
+            r = recall_at_k(z[q], ids[q], z[g], ids[g], ks=(1, 5))
+            for k, v in r.items():
+                hits[k] = hits.get(k, 0.0) + v * len(q)
+            n += len(q)
+        return {k: v / n for k, v in hits.items()} if n else None
+
+    def idx(function: str, keep) -> list:
+        return [i for i, r in enumerate(recs) if r.function == function and keep(r.arch)]
+
+    out, by_arch, across = {}, {a: {} for a in archs}, {}
     for a, b in itertools.permutations(FUNCS, 2):
-        q = [i for i, r in enumerate(recs) if r.function == a]
-        g = [i for i, r in enumerate(recs) if r.function == b]
-        if q and g:
-            out[f"{a}/{b}"] = recall_at_k(z[q], ids[q], z[g], ids[g], ks=(1, 5))
-    out["mean@1"] = sum(v["1"] for v in out.values()) / max(1, len(out))
+        within = [(idx(a, lambda x: x == arch), idx(b, lambda x: x == arch)) for arch in archs]
+        r = pooled(within)
+        if r is None:
+            continue
+        out[f"{a}/{b}"] = r
+        for arch, pair in zip(archs, within):
+            ra = pooled([pair])
+            if ra is not None:
+                by_arch[arch][f"{a}/{b}"] = ra["1"]
+        if len(archs) > 1:
+            r = pooled([(idx(a, lambda x: x == arch), idx(b, lambda x: x != arch)) for arch in archs])
+            if r is not None:
+                across[f"{a}/{b}"] = r
+    mean = lambda d: sum(v["1"] if isinstance(v, dict) else v for v in d.values()) / max(1, len(d))
+    out["mean@1"] = mean({k: v for k, v in out.items()})
+    if len(archs) > 1:
+        out["by_arch"] = {a: {**d, "mean@1": mean(d)} for a, d in by_arch.items() if d}
+        out["across"] = across
+        out["across_mean@1"] = mean(across)
     return out
+
+
+def pair_columns(row: dict) -> list:
+    """The function-pair keys of a :func:`cross_function_recall` row."""
+    return [k for k in row if "/" in k and not k.startswith(("by_", "across"))]
 
 
 @torch.no_grad()
@@ -96,10 +163,10 @@ def retrieval_embeddings(encoder, recs, device: str) -> torch.Tensor:
     return encoder.split_geometry(z)[1] if encoder.config.geometry_dim else z
 
 
-def cross_modal_test(records, arch: str, fams) -> list:
-    """The SDF INRs of ``arch`` and radiance INRs of ``fams`` among ``records``, geometry rows."""
+def cross_modal_test(records, archs, fams) -> list:
+    """The SDF INRs of ``archs`` and radiance INRs of ``fams`` among ``records``, geometry rows."""
     return [FunctionCanonical(r, geometry=True) for r in records
-            if (r.function == "sdf" and r.arch == arch) or (r.function == "radiance" and r.arch in fams)]
+            if (r.function == "sdf" and r.arch in archs) or (r.function == "radiance" and r.arch in fams)]
 
 
 def cross_modal_rows(encoder, test: list, device: str) -> dict:
@@ -113,7 +180,7 @@ def cross_modal_rows(encoder, test: list, device: str) -> dict:
             "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
 
 
-def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str, geometry_dim: Optional[int] = None):
+def cross_modality(records, archs, bp, steps: int, runs: Path, device: str, geometry_dim: Optional[int] = None):
     """Geometry <-> appearance: one encoder trained on (SDF, NeRF) and (NeRF, NeRF) pairs of the
     training objects (rendering + SDF reconstruction + SigLIP + L2, gmn_inr.cross_modal), then
     recall between the test objects' SDF INRs and their radiance INRs of every training family;
@@ -131,10 +198,11 @@ def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str, 
         geometry_dim = PRESETS[bp.encoder].embed_dim // 2
 
     fams = registry.architectures(training=True)
-    pairs = cross_modal_pairs([r for r in records if r.split == "train"], implicit_arch=arch, radiance_archs=fams)
-    test = cross_modal_test([r for r in records if r.split == "test"], arch, fams)
+    archs = [a for a in archs if any(r.function == "sdf" and r.arch == a for r in records)]
+    pairs = cross_modal_pairs([r for r in records if r.split == "train"], implicit_archs=archs, radiance_archs=fams)
+    test = cross_modal_test([r for r in records if r.split == "test"], archs, fams)
     if not pairs or not any(r.function == "sdf" for r in test):
-        raise SystemExit(f"cross-modality needs {arch} sdf INRs and radiance INRs of {fams} in the zoo")
+        raise SystemExit(f"cross-modality needs sdf INRs of {archs} and radiance INRs of {fams} in the zoo")
     log(f"cross-modality: {len(pairs)} training pairs ({sum(a.function == 'sdf' for a, _ in pairs)} SDF-NeRF), "
         f"{len(test)} test INRs, {steps} steps")
     cfg = TrainConfig.for_preset(bp.encoder, loss="R+C+L2", steps=steps, seed=0, functions=["radiance", "sdf"],
@@ -144,8 +212,8 @@ def cross_modality(records, arch: str, bp, steps: int, runs: Path, device: str, 
     res = train(cfg, pairs, out_dir=run_dir, resume=True)
     out = cross_modal_rows(res.encoder, test, device)
     return out, {"seconds": res.seconds, "final": res.history[-1] if res.history else None,
-                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "steps": steps,
-                 "geometry_dim": geometry_dim}, res.encoder
+                 "n_train_pairs": len(pairs), "n_test": len(test), "families": list(fams), "sdf_archs": archs,
+                 "steps": steps, "geometry_dim": geometry_dim}, res.encoder
 
 
 def cross_modality_markdown(xmod: dict, info: dict) -> list:
@@ -154,7 +222,8 @@ def cross_modality_markdown(xmod: dict, info: dict) -> list:
     fam_cols = list(first["by_family"])
     head = (f" SigLIP and L2 on a geometry head of {info['geometry_dim']} columns (the learned row reads them)"
             if info.get("geometry_dim") else " one embedding for every loss term")
-    lines = ["", f"Geometry <-> appearance: {info['n_test']} test INRs (SDF {', '.join(info['families'])} radiance), "
+    sdf = ", ".join(info.get("sdf_archs") or ["HASH"])
+    lines = ["", f"Geometry <-> appearance: {info['n_test']} test INRs (SDF {sdf}; radiance {', '.join(info['families'])}), "
              f"one encoder trained {info['steps']} steps on {info['n_train_pairs']} pairs,{head}. Recall@1 (%), "
              "query/gallery; pooled: the gallery holds every family (recall@5 in brackets).", "",
              "| | sdf/radiance | radiance/sdf | " + " | ".join(fam_cols) + " |", "|---" * (len(fam_cols) + 3) + "|"]
@@ -162,26 +231,59 @@ def cross_modality_markdown(xmod: dict, info: dict) -> list:
         lines.append(f"| {n} | {100 * r['sdf/radiance']['1']:.1f} ({100 * r['sdf/radiance']['5']:.1f}) | "
                      f"{100 * r['radiance/sdf']['1']:.1f} ({100 * r['radiance/sdf']['5']:.1f}) | "
                      + " | ".join(f"{100 * r['by_family'][c]['1']:.1f}" for c in fam_cols) + " |")
+    if len(first.get("by_implicit_family", {})) > 2:
+        cols = list(first["by_implicit_family"])
+        lines += ["", "By the SDF's family (query/gallery, recall@1 %; the other side pooled over families):", "",
+                  "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += [f"| {n} | " + " | ".join(f"{100 * r['by_implicit_family'][c]['1']:.1f}" for c in cols) + " |"
+                  for n, r in xmod.items()]
+        ifams = sorted({k.split("/")[0].split(":")[1] for k in first["matrix"]})
+        rfams = sorted({k.split("/")[1].split(":")[1] for k in first["matrix"]})
+        names = list(xmod)
+        lines += ["", "SDF of one family -> radiance INRs of one family, recall@1 % (" + " / ".join(names) + "):", "",
+                  "| sdf \\ radiance | " + " | ".join(rfams) + " |", "|---" * (len(rfams) + 1) + "|"]
+        for i in ifams:
+            lines.append(f"| {i} | " + " | ".join(" / ".join(f"{100 * xmod[n]['matrix'][f'sdf:{i}/radiance:{j}']['1']:.1f}"
+                                                              for n in names) for j in rfams) + " |")
+        worst = {n: min(v["1"] for v in r["matrix"].values()) for n, r in xmod.items()}
+        lines += ["", "Worst cell: " + ", ".join(f"{n} {100 * w:.1f}" for n, w in worst.items()) + "."]
     return lines
 
 
-def mesh_zoo_rows(zoo: Path, arch: str, encoders: dict, device: str) -> dict:
+def family_markdown(results: dict) -> list:
+    """Per architecture (pairs within it) and across architectures, mean recall@1 over the pairs."""
+    first = next(iter(results.values()))
+    if "by_arch" not in first:
+        return []
+    archs = list(first["by_arch"])
+    lines = ["", "Mean recall@1 (%) over the six pairs, per architecture (query and gallery of that architecture) "
+             "and across architectures (gallery: the other architectures' INRs of the gallery function); "
+             "min: the lowest pair of the within-architecture table above.", "",
+             "| setting | " + " | ".join(archs) + " | across architectures | min pair |", "|---" * (len(archs) + 3) + "|"]
+    for n, r in results.items():
+        lines.append(f"| {n} | " + " | ".join(f"{100 * r['by_arch'][a]['mean@1']:.1f}" for a in archs)
+                     + f" | {100 * r['across_mean@1']:.1f} | {100 * min(r[c]['1'] for c in pair_columns(r)):.1f} |")
+    return lines
+
+
+def mesh_zoo_rows(zoo: Path, encoders: dict, device: str) -> dict:
     """The procedural zoo's encoders on every INR of a mesh zoo: the cross-function recall of each
     setting (and the no-learning rows), and the cross-modality rows when that encoder exists."""
     from gmn_inr.fields import registry
     from gmn_inr.zoo import open_store
 
     records = list(open_store(zoo))
-    test = [r for r in records if r.arch == arch and r.function in FUNCS]
+    archs = implicit_archs(records)
+    test = [r for r in records if r.arch in archs and r.function in FUNCS]
     if not test:
-        raise SystemExit(f"the mesh zoo {zoo} has no {arch} INRs of {FUNCS}")
-    out = {"n_objects": len({r.object_id for r in test}), "retrieval": no_learning_rows(test)}
+        raise SystemExit(f"the mesh zoo {zoo} has no INRs of several implicit functions {FUNCS}")
+    out = {"n_objects": len({r.object_id for r in test}), "archs": archs, "retrieval": no_learning_rows(test)}
     for name, item in encoders.items():
         if name != "cross_modality":
             enc, wrap = item
             out["retrieval"][name] = cross_function_recall(retrieval_embeddings(enc, [wrap(r) for r in test], device), test)
     if "cross_modality" in encoders:
-        xt = cross_modal_test(records, arch, registry.architectures(training=True))
+        xt = cross_modal_test(records, archs, registry.architectures(training=True))
         out["cross_modality_table"] = cross_modal_rows(encoders["cross_modality"], xt, device)
         out["cross_modality"] = out["cross_modality_table"]["GMN, R+C+L2, geometry rows"]
         out["n_cross_modality_inrs"] = len(xt)
@@ -190,7 +292,8 @@ def mesh_zoo_rows(zoo: Path, arch: str, encoders: dict, device: str) -> dict:
 
 
 def mesh_markdown(meshes: dict, cols: list) -> list:
-    lines = ["", f"Real meshes (CGAL's classic models, {meshes['n_objects']} objects, benchmarks/cgal_meshes.py), "
+    lines = ["", f"Real meshes (CGAL's classic models, {meshes['n_objects']} objects, "
+             f"{', '.join(meshes.get('archs', ['HASH']))} INRs, benchmarks/cgal_meshes.py), "
              "read by the encoders trained above on the procedural zoo only. Recall@1 (%).", "",
              "| setting | " + " | ".join(cols) + " | mean |", "|---" * (len(cols) + 2) + "|"]
     lines += [f"| {n} | " + " | ".join(f"{100 * r[c]['1']:.1f}" for c in cols) + f" | {100 * r['mean@1']:.1f} |"
@@ -207,7 +310,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=tuple(BENCH_PRESETS))
     ap.add_argument("--zoo", default=None)
-    ap.add_argument("--arch", default="HASH", help="the one architecture whose sdf/udf/occupancy INRs are compared")
+    ap.add_argument("--arch", default=None, help="the architectures whose sdf/udf/occupancy INRs are compared, "
+                    "comma separated (default: every one the zoo has them of)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--runs", default=None)
     ap.add_argument("--steps", type=int, default=None)
@@ -233,12 +337,12 @@ def main(argv=None) -> int:
     store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None,
                        functions=FUNCS)
     records = list(store)
-    train_recs = [r for r in records if r.split == "train" and r.arch == args.arch and r.function in FUNCS]
-    pairs = function_pairs(train_recs, "train", args.arch)
-    test = [r for r in records if r.split == "test" and r.arch == args.arch and r.function in FUNCS]
+    archs = implicit_archs(records, args.arch)
+    pairs = function_pairs(records, "train", archs)
+    test = [r for r in records if r.split == "test" and r.arch in archs and r.function in FUNCS]
     if not pairs or not test:
-        raise SystemExit(f"the zoo has no {args.arch} INRs of several implicit functions {FUNCS}")
-    log(f"{len(pairs)} training pairs, {len(test)} test INRs ({args.arch})")
+        raise SystemExit(f"the zoo has no INRs of several implicit functions {FUNCS}")
+    log(f"{len(pairs)} training pairs, {len(test)} test INRs ({', '.join(archs)})")
     runs = Path(args.runs or f"runs/{args.preset}/implicit")
     results, training, encoders = no_learning_rows(test), {}, {}
     settings = {**SETTINGS, **(ABLATION if args.ablation else {})}
@@ -266,26 +370,27 @@ def main(argv=None) -> int:
         log(f"{name}: mean recall@1 across functions {100 * results[name]['mean@1']:.1f}%")
     xmod = xmod_training = None
     if args.cross_modality:
-        xmod, xmod_training, encoders["cross_modality"] = cross_modality(records, args.arch, bp, steps, runs,
+        xmod, xmod_training, encoders["cross_modality"] = cross_modality(records, archs, bp, steps, runs,
                                                                            args.device, args.xmod_geometry_dim)
         training["cross_modality"] = xmod_training
         log("cross-modality: " + ", ".join(f"{n}: sdf/radiance {100 * r['sdf/radiance']['1']:.1f}%, radiance/sdf "
                                            f"{100 * r['radiance/sdf']['1']:.1f}%" for n, r in xmod.items()))
-    meshes = mesh_zoo_rows(Path(args.mesh_zoo), args.arch, encoders, args.device) if args.mesh_zoo else None
+    meshes = mesh_zoo_rows(Path(args.mesh_zoo), encoders, args.device) if args.mesh_zoo else None
     report = {"retrieval": results, "training": training,
-              "meta": {"preset": args.preset, "arch": args.arch, "commit": git_commit(), "device": args.device,
+              "meta": {"preset": args.preset, "archs": archs, "commit": git_commit(), "device": args.device,
                        "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_test": len(test),
                        "n_train_pairs": len(pairs), "steps": steps, "wall_seconds": time.perf_counter() - t0,
                        "threads": torch.get_num_threads()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cols = [k for k in next(iter(results.values())) if k != "mean@1"]
-    md = [f"# implicit_functions — preset `{args.preset}`, {args.arch}", "",
+    cols = pair_columns(next(iter(results.values())))
+    md = [f"# implicit_functions — preset `{args.preset}`, {', '.join(archs)}", "",
           f"{report['meta']['date']}, commit `{report['meta']['commit']}`, {len(test)} test INRs, "
           f"wall {report['meta']['wall_seconds'] / 60:.1f} min. Recall@1 (%) of the same object, query/gallery function.",
           "", "| setting | " + " | ".join(cols) + " | mean |", "|---" * (len(cols) + 2) + "|"]
     md += [f"| {n} | " + " | ".join(f"{100 * r[c]['1']:.1f}" for c in cols) + f" | {100 * r['mean@1']:.1f} |"
            for n, r in results.items()]
+    md += family_markdown(results)
     if xmod is not None:
         report["cross_modality"] = xmod["GMN, R+C+L2, geometry rows"]
         report["cross_modality_table"] = xmod

@@ -136,11 +136,14 @@ def test_zoo_fit_speed_smoke(tmp_path):
 def test_implicit_functions_smoke(tmp_path):
     from gmn_inr.zoo.build import build_zoo, preset_config
 
-    # the tiny zoo has one implicit function per object; this script pairs them, and the SDF INRs
-    # with the radiance INRs of the same objects (the cross-modality table)
+    # sdf/udf/occupancy INRs of two architectures: this script pairs them within and across
+    # architectures, and the SDF INRs with the radiance INRs of the same objects (cross-modality)
     zoo = tmp_path / "zoo"
-    build_zoo(zoo, config=preset_config("tiny", per_class=4, archs={"sdf": ["HASH"], "udf": ["HASH"], "occupancy": ["HASH"],
-                                                                    "radiance": ["MLP", "HASH"]}),
+    build_zoo(zoo, config=preset_config("tiny", per_class=4, archs={"sdf": ["MLP", "HASH"], "udf": ["MLP", "HASH"],
+                                                                    "occupancy": ["MLP", "HASH"],
+                                                                    "radiance": ["MLP", "HASH"]},
+                                            # no implicit INR dropped: both architectures reach the test split
+                                            fit={"min_iou": -1.0, "max_sdf_err": 1e9}),
               progress=False, log=lambda *a: None)
     # a mesh zoo from a stand-in for CGAL's data archive: two simple meshes under two classic names
     import io
@@ -167,8 +170,15 @@ def test_implicit_functions_smoke(tmp_path):
     assert report["training"]["L2 + unified decoder, geometry head"]["geometry_dim"] > 0
     assert "no regularisation, geometry head" in report["retrieval"]
     assert "no learning: canonical outputs at the probe points" in report["retrieval"]
+    # two architectures' implicit INRs: per-architecture and across-architecture recall, and the
+    # cross-modality table by the SDF's family
+    assert report["meta"]["archs"] == ["MLP", "HASH"]
+    row = report["retrieval"]["L2 + unified decoder"]
+    assert set(row["by_arch"]) == {"MLP", "HASH"} and 0.0 <= row["across_mean@1"] <= 1.0
     xm = report["cross_modality"]
     assert set(xm) >= {"sdf/radiance", "radiance/sdf"} and set(xm["sdf/radiance"]) == {"1", "5", "10"}
+    assert {"sdf:mlp/radiance", "sdf:hashgrid/radiance"} <= set(xm["by_implicit_family"])
+    assert "sdf:mlp/radiance:hashgrid" in xm["matrix"]
     md = (tmp_path / "results" / "implicit_functions.md").read_text()
     assert "Geometry <-> appearance" in md and "Real meshes" in md
     meshes = report["meshes"]

@@ -71,7 +71,10 @@ def test_cross_modal_training_lowers_every_term_and_pairs_sdf_with_its_nerf(reco
     with torch.no_grad():
         z = res.encoder.eval()(batch_graphs([r.graph() for r in test]))
     rec = cross_modal_recall(z, test)
-    assert set(rec) == {"sdf/radiance", "radiance/sdf", "by_family"} and 0 <= rec["sdf/radiance"]["1"] <= 1
+    assert set(rec) == {"sdf/radiance", "radiance/sdf", "by_family", "by_implicit_family", "matrix"}
+    assert 0 <= rec["sdf/radiance"]["1"] <= 1 and set(rec["matrix"]) == {f"sdf:{f}/radiance:{g}" for f in
+                                                                        {r.family for r in test if r.function == "sdf"}
+                                                                        for g in ("hashgrid", "mlp")}
 
 
 def _geometry_model(loss: str, geometry_dim: int = 8):
@@ -168,3 +171,25 @@ def test_geometry_head_off_leaves_the_encoder_unchanged():
 
 def test_encoder_and_canonical_agree_on_the_geometry_channel():
     assert ENCODER_GEOMETRY_CHANNEL == GEOMETRY_CHANNEL
+
+
+def test_cross_modal_pairs_and_recall_with_sdfs_of_several_families():
+    rad = tiny_records(2, ("MLP", "HASH"), "radiance", seed=5)
+    sdf = tiny_records(2, ("MLP", "HASH"), "sdf", seed=5)
+    recs = [r for o in sorted(rad) for r in rad[o] + sdf[o]]
+    pairs = cross_modal_pairs(recs, implicit_archs=("HASH", "MLP"), radiance_archs=("MLP", "HASH"))
+    # per object: 2 SDFs x 2 NeRFs + 1 NeRF pair, the SDF of each family against each NeRF
+    assert len(pairs) == 2 * 5
+    assert {(a.arch, b.arch) for a, b in pairs if a.function == "sdf"} == {(s, n) for s in ("HASH", "MLP")
+                                                                           for n in ("MLP", "HASH")}
+    with pytest.raises(TypeError, match="sequence"):
+        cross_modal_pairs(recs, implicit_archs="HASH")
+    # a one-hot embedding per object: every recall is 1, whatever the family of either side
+    test = [FunctionCanonical(r, geometry=True) for r in recs]
+    objs = sorted({r.object_id for r in test})
+    z = torch.nn.functional.one_hot(torch.tensor([objs.index(r.object_id) for r in test]), len(objs)).float()
+    rec = cross_modal_recall(z, test)
+    assert set(rec["by_implicit_family"]) == {"sdf:mlp/radiance", "radiance/sdf:mlp", "sdf:hashgrid/radiance",
+                                              "radiance/sdf:hashgrid"}
+    assert len(rec["matrix"]) == 4 and all(v["1"] == 1.0 for v in rec["matrix"].values())
+    assert rec["sdf/radiance"]["1"] == rec["radiance/sdf"]["1"] == 1.0

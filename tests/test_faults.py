@@ -240,3 +240,22 @@ def test_building_one_function_then_the_rest_gives_the_same_zoo(reference, tmp_p
     assert _fingerprint(out) == reference[1]
     with pytest.raises(ValueError, match="no occupancy INRs"):
         build_zoo(out, config=_cfg(), progress=False, functions=["occupancy"])
+
+
+def test_a_wider_config_fills_an_older_zoo_to_the_same_bits(reference, tmp_path):
+    """A zoo built when a function had fewer architectures (the cpu preset's sdf/udf/occupancy were
+    HASH only) is widened in place by the wider config and then equals one build of it; a config
+    that differs in anything else is still refused."""
+    from gmn_inr.zoo import ZooError
+
+    out = tmp_path / "zoo"
+    build_zoo(out, config=preset_config("tiny", **{**OVER, "archs": {**ARCHS, "radiance": ("MLP", "OCT")}}),
+              progress=False)
+    assert {r.arch for r in open_store(out) if r.function == "radiance"} <= {"MLP", "OCT"}
+    build_zoo(out, config=_cfg(), progress=False)
+    assert _fingerprint(out) == reference[1]
+    assert json.loads((out / "manifest.json").read_text())["config"]["archs"]["radiance"] == list(ARCHS["radiance"])
+    with pytest.raises(ZooError, match="different configuration"):
+        build_zoo(out, config=preset_config("tiny", **{**OVER, "archs": {"radiance": ("MLP",)}}), progress=False)
+    with pytest.raises(ZooError, match="different configuration"):
+        build_zoo(out, config=preset_config("tiny", **{**OVER, "seed": 1}), progress=False)

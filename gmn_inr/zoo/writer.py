@@ -96,6 +96,17 @@ class zoo_lock:
             self.fd = None
 
 
+def widens(old: dict, new: dict) -> bool:
+    """True when zoo config ``new`` only adds architectures to ``old``'s functions (or new
+    functions) and agrees on everything else: a zoo of ``old`` is part of a zoo of ``new``."""
+    if not isinstance(old, dict) or not isinstance(new, dict) or set(old) != set(new):
+        return False
+    if any(old[k] != new[k] for k in old if k != "archs"):
+        return False
+    oa, na = old.get("archs") or {}, new.get("archs") or {}
+    return all(f in na and set(a) <= set(na[f]) for f, a in oa.items())
+
+
 class ZooWriter:
     """Builds (or resumes) a zoo: objects first, then INRs one file at a time.
 
@@ -114,9 +125,14 @@ class ZooWriter:
             self.manifest = store.manifest
             for k, v in (("objects", {}), ("inrs", {}), ("dropped", {}), ("builds", []), ("classes", [])):
                 self.manifest.setdefault(k, v)
-            if config is not None and self.manifest.get("config") not in (None, config):
-                raise ZooError(f"{self.root} holds a zoo built with a different configuration; "
-                               f"use another --out or delete it")
+            stored = self.manifest.get("config")
+            if config is not None and stored not in (None, config):
+                if not widens(stored, config):
+                    raise ZooError(f"{self.root} holds a zoo built with a different configuration; "
+                                   f"use another --out or delete it")
+                # every INR is seeded by its own key, so the stored ones are what the wider config
+                # fits too: the zoo becomes the wider one, bit for bit, once the rest is fitted
+                self.manifest["config"] = config
             self.replay_journal()
         else:
             if any(p.name not in (LOCK, JOURNAL) for p in self.root.iterdir()):

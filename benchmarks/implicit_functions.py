@@ -9,9 +9,11 @@ alignment only, INRet's unified decoder only (every embedding decoded as the sha
 from the object's SDF INR) and both; a fifth row trains the last setting on the raw output rows
 (``--ablation``, default on: what the function-canonical probe rows bring). Every other row reads
 graphs whose output probe row is the function-canonical truncated distance
-(:mod:`gmn_inr.canonical`). Two more rows train no regularisation and L2 + unified decoder with an
-encoder geometry head (``EncoderConfig.geometry_dim``, half the embedding: the L2 term reads only
-those columns, the decoders only the others) and retrieve with the head. For every ordered pair of functions (query A, gallery B), recall@1
+(:mod:`gmn_inr.canonical`). One more row trains L2 + unified decoder with an encoder geometry
+head (``EncoderConfig.geometry_dim``, half the embedding: the L2 term reads only those columns, the
+decoders only the others) and retrieves with the head; beside it, that encoder untrained (the
+head's random projection of the canonical rows: nothing else trains the head, so it is also the
+"no regularisation" row of a head). For every ordered pair of functions (query A, gallery B), recall@1
 of the same object among the test objects' B-INRs of the query's architecture (pooled over
 architectures; a second table gives each architecture's mean and the mean across architectures,
 where the gallery holds the other architectures' B-INRs); the table reports each pair and their mean,
@@ -49,9 +51,11 @@ SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows, 
     "unified decoder only": ("R", "udf", True, False),
     "L2 + unified decoder": ("R+L2", "udf", True, False),
     # the alignment term on a head of its own (gmn_inr.encoder's geometry_dim), the decoders on the rest
-    "no regularisation, geometry head": ("R", None, True, True),
     "L2 + unified decoder, geometry head": ("R+L2", "udf", True, True),
 }
+#: the head setting's encoder before training. Without an alignment term nothing trains the head
+#: (the decoders do not read it), so this is also what "no regularisation, geometry head" retrieves with
+INITIAL_HEAD = "no learning: the geometry head at initialisation (random projection of the canonical rows)"
 #: the ablation: the full setting on the raw output rows (the encoder before gmn_inr.canonical)
 ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False, False)}
 
@@ -154,6 +158,18 @@ def no_learning_rows(test) -> dict:
     canon = torch.stack([canonical_output_features(f, r.function) for f, r in zip(fields, test)])
     return {"no learning: raw outputs at the probe points": cross_function_recall(raw, test),
             "no learning: canonical outputs at the probe points": cross_function_recall(canon, test)}
+
+
+def setting_config(bp, loss: str, unified: Optional[str], head: bool, steps: int):
+    """The TrainConfig of one function-pair setting (the geometry head: half the embedding)."""
+    from gmn_inr.encoder import PRESETS
+    from gmn_inr.train import TrainConfig
+
+    geometry_dim = PRESETS[bp.encoder].embed_dim // 2 if head else 0
+    return TrainConfig.for_preset(bp.encoder, loss=loss, unified=unified, steps=steps, seed=0,
+                                  functions=list(FUNCS) if unified is None else [unified],
+                                  ckpt_every=max(10, steps // 10),
+                                  encoder={"geometry_dim": geometry_dim} if head else {})
 
 
 def retrieval_embeddings(encoder, recs, device: str) -> torch.Tensor:
@@ -330,7 +346,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
     steps = args.steps or max(10, bp.steps // 2)
-    from gmn_inr.train import TrainConfig, train
+    from gmn_inr.train import train
     tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -345,14 +361,19 @@ def main(argv=None) -> int:
     log(f"{len(pairs)} training pairs, {len(test)} test INRs ({', '.join(archs)})")
     runs = Path(args.runs or f"runs/{args.preset}/implicit")
     results, training, encoders = no_learning_rows(test), {}, {}
+    # the head setting's starting point, untrained: what its L2 and unified decoder add is the difference
+    from gmn_inr.training.model import GMNModel
+
+    head_cfg = setting_config(bp, *SETTINGS["L2 + unified decoder, geometry head"][:2], True, steps)
+    initial = GMNModel.initial(head_cfg, head_cfg.functions).encoder
+    head_wrap = functools.partial(FunctionCanonical, geometry=True)
+    results[INITIAL_HEAD] = cross_function_recall(retrieval_embeddings(initial, [head_wrap(r) for r in test],
+                                                                       args.device), test)
+    encoders[INITIAL_HEAD] = (initial, head_wrap)
     settings = {**SETTINGS, **(ABLATION if args.ablation else {})}
-    from gmn_inr.encoder import PRESETS
     for name, (loss, unified, canon, head) in settings.items():
-        geometry_dim = PRESETS[bp.encoder].embed_dim // 2 if head else 0
-        cfg = TrainConfig.for_preset(bp.encoder, loss=loss, unified=unified, steps=steps, seed=0,
-                                     functions=list(FUNCS) if unified is None else [unified],
-                                     ckpt_every=max(10, steps // 10),
-                                     encoder={"geometry_dim": geometry_dim} if head else {})
+        cfg = setting_config(bp, loss, unified, head, steps)
+        geometry_dim = cfg.encoder.get("geometry_dim", 0)
         log(f"training: {name} ({loss}, unified={unified}, canonical rows={canon}, geometry head={geometry_dim}, "
             f"{steps} steps)")
         # the geometry head reads the density channel's output neuron: geometry mode moves an

@@ -35,7 +35,7 @@ from gmn_inr.encoder import GMNEncoder, batch_graphs
 from gmn_inr.fields.activations import FUNCTIONS
 from gmn_inr.losses import combine, same_object_labels
 
-from .config import EVAL_SEED, INIT_SEED_SALT, TrainConfig, one_cycle_lr, seed_of
+from .config import EVAL_SEED, TrainConfig, one_cycle_lr, seed_of
 from .model import GMNModel
 
 
@@ -156,8 +156,7 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         history = [h for h in checkpoint_history(meta, ckpt) if h["step"] <= start]
 
     device = _pick_device(config.device)
-    torch.manual_seed(seed_of(config.seed, INIT_SEED_SALT))                      # same initial weights everywhere
-    model = GMNModel(config, functions).to(device)
+    model = GMNModel.initial(config, functions).to(device)
     if tensors is not None:
         state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         try:

@@ -25,7 +25,7 @@ from gmn_inr.losses import (SigLIP, convert_target, implicit_loss, implicit_quer
                             rendering_loss)
 from gmn_inr.render import composite, random_rays, sample_along_rays
 
-from .config import TrainConfig
+from .config import INIT_SEED_SALT, TrainConfig, seed_of
 
 
 class GMNModel(nn.Module):
@@ -45,6 +45,13 @@ class GMNModel(nn.Module):
         self.decoders = (make_decoders(self.encoder.decoded_dim, self.functions, config.preset, config.unified,
                                        **config.decoder) if w.recon > 0 else nn.ModuleDict())
         self.siglip = SigLIP() if w.contrastive > 0 else None
+
+    @classmethod
+    def initial(cls, config: TrainConfig, functions: Sequence[str]) -> "GMNModel":
+        """The model every training of ``config`` starts from: the same weights everywhere (seeded
+        by ``config.seed``); its ``.encoder`` is the untrained encoder of a benchmark's no-learning row."""
+        torch.manual_seed(seed_of(config.seed, INIT_SEED_SALT))
+        return cls(config, functions)
 
     #: teachers rebuilt from disk are kept (records may re-read their file on every .field())
     TEACHER_CACHE = 4096

@@ -4,7 +4,15 @@ Kept lean: importing ``gmn_inr`` imports nothing heavy; ``gmn_inr.Embedder`` loa
 """
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenMP threads that finish a parallel region spin for the next one by default; with another
+# busy process on the cores, a 2-thread training step took 17.6 s against 1.3 s with passive
+# waiting (docs/reference.md, "OpenMP wait policy"). libgomp reads the variable once, when torch
+# loads it, so it is set here, before this package imports torch; a value the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY = {"Embedder": "gmn_inr.embedder"}
 

@@ -184,3 +184,31 @@ def test_implicit_functions_smoke(tmp_path):
     meshes = report["meshes"]
     assert meshes["n_objects"] == 2 and "L2 + unified decoder" in meshes["retrieval"]
     assert set(meshes["cross_modality"]["sdf/radiance"]) == {"1", "5", "10"}
+
+
+def test_cross_function_recall_within_and_across_architectures():
+    """implicit_functions' recall: within an architecture the gallery is that architecture's INRs,
+    across architectures the other architectures'; a query whose object the gallery lacks does not count."""
+    import importlib.util
+    from types import SimpleNamespace as R
+
+    spec = importlib.util.spec_from_file_location("implicit_functions", ROOT / "benchmarks" / "implicit_functions.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    recs = [R(object_id=o, arch=a, function=f) for o in ("o1", "o2", "o3") for a in ("HASH", "TRI")
+            for f in bench.FUNCS if not (o == "o3" and a == "TRI" and f == "sdf")]
+    # one direction per (object, architecture): the same object matches within its architecture only
+    key = sorted({(r.object_id, r.arch) for r in recs})
+    z = torch.nn.functional.one_hot(torch.tensor([key.index((r.object_id, r.arch)) for r in recs]), len(key)).float()
+    out = bench.cross_function_recall(z, recs)
+    # (o3 has no TRI sdf INR: its TRI queries against sdf are left out, not counted as misses)
+    assert out["mean@1"] == 1.0 and set(out["by_arch"]) == {"HASH", "TRI"}
+    assert all(v["mean@1"] == 1.0 for v in out["by_arch"].values())
+    # across: the other architecture's INRs of the object are orthogonal, so the nearest is chance-like
+    assert out["across_mean@1"] < 1.0
+    # one direction per object: the same object matches across architectures too
+    objs = sorted({r.object_id for r in recs})
+    z = torch.nn.functional.one_hot(torch.tensor([objs.index(r.object_id) for r in recs]), len(objs)).float()
+    out = bench.cross_function_recall(z, recs)
+    assert out["mean@1"] == 1.0 and out["across_mean@1"] == 1.0
+    assert bench.pair_columns(out) == [f"{a}/{b}" for a in bench.FUNCS for b in bench.FUNCS if a != b]

@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-import gmn_inr  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+import gmn_inr  # noqa: F401  (first: it shortens OpenMP's spin-wait before torch loads)
 import torch
 
 from gmn_inr.fields import ARCHITECTURES, arch_spec_for, build_field

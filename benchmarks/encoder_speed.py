@@ -28,7 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
-import gmn_inr  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+import gmn_inr  # noqa: F401  (first: it shortens OpenMP's spin-wait before torch loads)
 import torch
 
 from gmn_inr.embedder import Embedder

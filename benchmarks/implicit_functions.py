@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import gmn_inr  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+import gmn_inr  # noqa: F401  (first: it shortens OpenMP's spin-wait before torch loads)
 import torch
 
 from gmn_inr.canonical import FunctionCanonical, canonical_output_features, shape_teacher_pairs

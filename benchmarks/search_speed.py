@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import gmn_inr  # noqa: E402,F401  (first: it sets OpenMP's wait policy before torch loads)
+import gmn_inr  # noqa: E402,F401  (first: it shortens OpenMP's spin-wait before torch loads)
 import torch  # noqa: E402
 
 from gmn_inr.embedder import Embedder  # noqa: E402

@@ -38,7 +38,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import gmn_inr  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+import gmn_inr  # noqa: F401  (first: it shortens OpenMP's spin-wait before torch loads)
 import torch
 
 from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_sets, embed_records,  # noqa: F401

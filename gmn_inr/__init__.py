@@ -8,11 +8,13 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# OpenMP threads that finish a parallel region spin for the next one by default; with another
-# busy process on the cores, a 2-thread training step took 17.6 s against 1.3 s with passive
-# waiting (docs/reference.md, "OpenMP wait policy"). libgomp reads the variable once, when torch
-# loads it, so it is set here, before this package imports torch; a value the user set wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# libgomp's threads that finish a parallel region spin (300000 rounds) before they sleep; with
+# another busy process on the cores a 2-thread training step took 17.6 s against 1.3 s waiting
+# passively, while passive waiting costs 10-20% on quiet cores and 1000 rounds neither
+# (docs/reference.md, "OpenMP wait policy"). libgomp reads the variables once, when torch loads
+# it, so they are set here, before this package imports torch; a value the user set wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 _LAZY = {"Embedder": "gmn_inr.embedder"}
 

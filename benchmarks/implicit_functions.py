@@ -98,44 +98,41 @@ def cross_function_recall(z, recs) -> dict:
     the b-INRs of the same architecture, pooled over architectures (weighted by queries). Across
     families (``across``, ``across_mean@1``; only with several architectures): each a-INR against
     the b-INRs of every other architecture. A query counts only where its gallery holds its object."""
-    from gmn_inr.tasks import object_ids, recall_at_k
+    from gmn_inr.tasks import object_ids, queries_in_gallery, recall_at_k
 
     ids = object_ids(recs)
     archs = sorted({r.arch for r in recs})
 
-    def pooled(pairs: list) -> Optional[dict]:
-        hits, n = {}, 0
-        for q, g in pairs:
-            has = set(ids[g].tolist())
-            q = [i for i in q if int(ids[i]) in has]
-            if not q:
-                continue
-            r = recall_at_k(z[q], ids[q], z[g], ids[g], ks=(1, 5))
-            for k, v in r.items():
-                hits[k] = hits.get(k, 0.0) + v * len(q)
-            n += len(q)
-        return {k: v / n for k, v in hits.items()} if n else None
+    def counted(q: list, g: list) -> Optional[tuple]:
+        """``(recall, number of queries counted)``, None when no query can count."""
+        q = queries_in_gallery(q, g, ids)
+        return (recall_at_k(z[q], ids[q], z[g], ids[g], ks=(1, 5)), len(q)) if q else None
+
+    def pooled(parts: list) -> Optional[dict]:
+        """Recalls of several query sets, weighted by their counted queries."""
+        parts = [p for p in parts if p is not None]
+        n = sum(m for _, m in parts)
+        return {k: sum(r[k] * m for r, m in parts) / n for k in parts[0][0]} if parts else None
 
     def idx(function: str, keep) -> list:
         return [i for i, r in enumerate(recs) if r.function == function and keep(r.arch)]
 
     out, by_arch, across = {}, {a: {} for a in archs}, {}
     for a, b in itertools.permutations(FUNCS, 2):
-        within = [(idx(a, lambda x: x == arch), idx(b, lambda x: x == arch)) for arch in archs]
-        r = pooled(within)
+        within = {arch: counted(idx(a, lambda x: x == arch), idx(b, lambda x: x == arch)) for arch in archs}
+        r = pooled(list(within.values()))
         if r is None:
             continue
         out[f"{a}/{b}"] = r
-        for arch, pair in zip(archs, within):
-            ra = pooled([pair])
-            if ra is not None:
-                by_arch[arch][f"{a}/{b}"] = ra["1"]
+        for arch, part in within.items():
+            if part is not None:
+                by_arch[arch][f"{a}/{b}"] = part[0]["1"]
         if len(archs) > 1:
-            r = pooled([(idx(a, lambda x: x == arch), idx(b, lambda x: x != arch)) for arch in archs])
+            r = pooled([counted(idx(a, lambda x: x == arch), idx(b, lambda x: x != arch)) for arch in archs])
             if r is not None:
                 across[f"{a}/{b}"] = r
     mean = lambda d: sum(v["1"] if isinstance(v, dict) else v for v in d.values()) / max(1, len(d))
-    out["mean@1"] = mean({k: v for k, v in out.items()})
+    out["mean@1"] = mean(out)
     if len(archs) > 1:
         out["by_arch"] = {a: {**d, "mean@1": mean(d)} for a, d in by_arch.items() if d}
         out["across"] = across

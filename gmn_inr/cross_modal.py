@@ -60,7 +60,7 @@ def cross_modal_recall(z: torch.Tensor, recs: Sequence, implicit_function: str =
     its gallery holds its object). Pooled: an SDF query hits if any radiance INR of its object (any
     family) is among the ``k`` nearest; every radiance INR is a query against the SDF gallery
     (every implicit family), where any of its object's implicit INRs is a hit."""
-    from gmn_inr.tasks import object_ids, recall_at_k
+    from gmn_inr.tasks import object_ids, queries_in_gallery, recall_at_k
 
     ids = object_ids(recs)
     imp = [i for i, r in enumerate(recs) if r.function == implicit_function]
@@ -70,8 +70,7 @@ def cross_modal_recall(z: torch.Tensor, recs: Sequence, implicit_function: str =
     f = implicit_function
 
     def recall(q: list, g: list) -> dict:
-        has = set(ids[g].tolist())                                   # objects the gallery holds
-        q = [i for i in q if int(ids[i]) in has]
+        q = queries_in_gallery(q, g, ids)
         return recall_at_k(z[q], ids[q], z[g], ids[g], ks=ks)
 
     def of(idx: list, fam: str) -> list:

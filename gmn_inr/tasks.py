@@ -107,6 +107,14 @@ def object_ids(records: Sequence) -> torch.Tensor:
     return torch.tensor([index[r.object_id] for r in records], dtype=torch.long)
 
 
+def queries_in_gallery(q: Sequence[int], g: Sequence[int], obj: torch.Tensor) -> list[int]:
+    """The indices of ``q`` whose object (``obj [N]``, e.g. :func:`object_ids`) is held by some
+    index of ``g``: the queries :func:`recall_at_k` can count (one whose object the gallery lacks
+    could never hit)."""
+    q_t = torch.as_tensor(list(q), dtype=torch.long)
+    return q_t[torch.isin(obj[q_t], obj[list(g)])].tolist()
+
+
 @torch.no_grad()
 def recall_at_k(q: torch.Tensor, q_obj: torch.Tensor, g: torch.Tensor, g_obj: torch.Tensor,
                 ks: Sequence[int] = (1, 5, 10), exclude_self: torch.Tensor | None = None) -> dict[str, float]:

@@ -44,3 +44,11 @@ def test_object_ids_index_sorted_objects():
 
     recs = [SimpleNamespace(object_id=o) for o in ("mug-2", "car-1", "mug-2", "bench-0")]
     assert object_ids(recs).tolist() == [2, 1, 2, 0]
+
+
+def test_queries_in_gallery_keeps_the_queries_whose_object_the_gallery_holds():
+    from gmn_inr.tasks import queries_in_gallery
+
+    obj = torch.tensor([0, 1, 2, 0, 2])             # records 0..4, their objects
+    assert queries_in_gallery([0, 1, 2], [3, 4], obj) == [0, 2]
+    assert queries_in_gallery([1], [3, 4], obj) == []

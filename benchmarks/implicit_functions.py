@@ -11,14 +11,16 @@ from the object's SDF INR) and both; a fifth row trains the last setting on the 
 graphs whose output probe row is the function-canonical truncated distance
 (:mod:`gmn_inr.canonical`). One more row trains L2 + unified decoder with an encoder geometry
 head (``EncoderConfig.geometry_dim``, half the embedding: the L2 term reads only those columns, the
-decoders only the others) and retrieves with the head; beside it, that encoder untrained (the
-head's random projection of the canonical rows: nothing else trains the head, so it is also the
-"no regularisation" row of a head). For every ordered pair of functions (query A, gallery B), recall@1
+decoders only the others; the head also reads the side row, inside/outside where the function tells
+it, ``gmn_inr.canonical.canonical_side``) and retrieves with the head; beside it, that encoder
+untrained (the head's random projection of the canonical rows and side: nothing else trains the
+head, so it is also the "no regularisation" row of a head), and the same setting with SigLIP
+across the functions of one object added (``R+C+L2``: the package's full loss). For every ordered pair of functions (query A, gallery B), recall@1
 of the same object among the test objects' B-INRs of the query's architecture (pooled over
 architectures; a second table gives each architecture's mean and the mean across architectures,
 where the gallery holds the other architectures' B-INRs); the table reports each pair and their mean,
-beside two rows without learning: the raw and the canonical outputs at the probe points,
-compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
+beside three rows without learning: the raw and the canonical outputs at the probe points, and the
+canonical outputs with the side row, compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
 and ``.md``.
 
 The geometry <-> appearance table (``--no-cross-modality`` skips it) trains one encoder on SDF
@@ -53,10 +55,14 @@ SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows, 
     "L2 + unified decoder": ("R+L2", "udf", True, False),
     # the alignment term on a head of its own (gmn_inr.encoder's geometry_dim), the decoders on the rest
     "L2 + unified decoder, geometry head": ("R+L2", "udf", True, True),
+    # SigLIP across the functions of one object (an object's sdf, udf, occupancy INRs are positives)
+    "L2 + unified decoder + SigLIP, geometry head": ("R+C+L2", "udf", True, True),
 }
 #: the head setting's encoder before training. Without an alignment term nothing trains the head
 #: (the decoders do not read it), so this is also what "no regularisation, geometry head" retrieves with
 INITIAL_HEAD = "no learning: the geometry head at initialisation (random projection of the canonical rows)"
+#: no learning: the canonical rows and the side row (inside/outside where the function tells it)
+NO_LEARNING_SIDE = "no learning: canonical outputs and side at the probe points"
 #: the ablation: the full setting on the raw output rows (the encoder before gmn_inr.canonical)
 ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False, False)}
 
@@ -148,14 +154,17 @@ def pair_columns(row: dict) -> list:
 @torch.no_grad()
 def no_learning_rows(test) -> dict:
     """Recall of the outputs at the probe points compared by cosine, no learning: raw (``asinh``,
-    the encoder's squashing) and function-canonical (:func:`gmn_inr.canonical.canonical_values`)."""
+    the encoder's squashing), function-canonical (:func:`gmn_inr.canonical.canonical_values`) and
+    canonical with the side row (:func:`gmn_inr.canonical.canonical_side`)."""
     from gmn_inr.baselines import sampled_output_features
 
     fields = [r.field() for r in test]
     raw = torch.stack([sampled_output_features(f) for f in fields])
     canon = torch.stack([canonical_output_features(f, r.function) for f, r in zip(fields, test)])
+    sided = torch.stack([canonical_output_features(f, r.function, side=True) for f, r in zip(fields, test)])
     return {"no learning: raw outputs at the probe points": cross_function_recall(raw, test),
-            "no learning: canonical outputs at the probe points": cross_function_recall(canon, test)}
+            "no learning: canonical outputs at the probe points": cross_function_recall(canon, test),
+            NO_LEARNING_SIDE: cross_function_recall(sided, test)}
 
 
 def setting_config(bp, loss: str, unified: Optional[str], head: bool, steps: int):
@@ -188,9 +197,12 @@ def cross_modal_rows(encoder, test: list, device: str) -> dict:
     from gmn_inr.cross_modal import cross_modal_recall
 
     with torch.no_grad():
-        base = torch.stack([canonical_output_features(r.field(), r.function) for r in test])
+        fields = [r.field() for r in test]
+        base = torch.stack([canonical_output_features(f, r.function) for f, r in zip(fields, test)])
+        sided = torch.stack([canonical_output_features(f, r.function, side=True) for f, r in zip(fields, test)])
     z = retrieval_embeddings(encoder, test, device)
     return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
+            NO_LEARNING_SIDE: cross_modal_recall(sided, test),
             "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
 
 

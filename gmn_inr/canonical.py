@@ -40,7 +40,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from gmn_inr.encoder import GEOMETRY_CHANNEL
+from gmn_inr.encoder import GEOMETRY_CHANNEL, SIDE_WEIGHT
 from gmn_inr.zoo.dataset import RecordView
 from graphs.layout import N_OUT, N_TYPE, OUT_SCALE, NodeType, output_channel
 
@@ -79,6 +79,27 @@ def canonical_values(values: torch.Tensor, function: str) -> torch.Tensor:
     return d.clamp_max(TRUNCATION) / TRUNCATION
 
 
+def canonical_side(values: torch.Tensor, function: str) -> torch.Tensor:
+    """An implicit INR's outputs ``values [..., K]`` -> which side of the surface each point is on,
+    where the function tells it: ``[..., K]``, +1 inside (sdf < 0, occupancy logit > 0), -1 outside,
+    0 for a udf (no sign). Radiance: its density read as an occupancy (:func:`density_logit`).
+
+    The unsigned distance of :func:`canonical_values` drops this, and where an occupancy INR's
+    logits are flat (the cpu zoo's tri-planes: |logit| above half its maximum at 98% of the probe
+    points) the sign is all its output says: it matches the SDF's inside/outside at 99% of them."""
+    if function == "radiance":
+        values, function = density_logit(values), "occupancy"
+    if function == "udf":
+        return torch.zeros_like(values)
+    if function == "sdf":
+        inside = values < 0
+    elif function == "occupancy":
+        inside = values > 0
+    else:
+        raise ValueError(f"canonical_side: unknown function {function!r}; known: radiance, {', '.join(IMPLICIT)}")
+    return inside.to(values.dtype) * 2 - 1
+
+
 def density_logit(raw_sigma: torch.Tensor) -> torch.Tensor:
     """A radiance field's raw density output ``[..., K]`` -> the logit of ``softplus(raw) /
     DENSITY_REF`` (an occupancy logit, ``[..., K]``), clamped to a probability in ``[1e-6, 1 - 1e-6]``."""
@@ -103,8 +124,9 @@ def canonical_graph(graph, function: str, geometry: bool = False):
     :func:`canonical_values` of the originals (radiance: ``graph`` itself).
 
     ``geometry``: also the radiance fields' density row becomes their canonical distance
-    (:func:`canonical_geometry`), and an implicit INR's output neuron is given the density's channel
-    (:data:`GEOMETRY_CHANNEL`), so every INR's geometry is read by one probe-readout matrix.
+    (:func:`canonical_geometry`), an implicit INR's output neuron is given the density's channel
+    (:data:`GEOMETRY_CHANNEL`), so every INR's geometry is read by one probe-readout matrix, and the
+    graph carries the inside/outside of its outputs (``side``, :func:`canonical_side`).
     Raises ``ValueError`` if the graph has no probe rows for its output neurons."""
     if function == "radiance" and not geometry:
         return graph
@@ -113,27 +135,38 @@ def canonical_graph(graph, function: str, geometry: bool = False):
     is_out = graph.x[graph.probe_index, N_TYPE] == int(NodeType.OUTPUT)            # [M]
     if not bool(is_out.any()):
         raise ValueError("canonical_graph: the graph has no probe row for an output neuron")
-    probe, x = graph.probe.clone(), graph.x
+    probe, x, side = graph.probe.clone(), graph.x, None
     if function == "radiance":
         rows = is_out & (output_channel(graph.x[graph.probe_index]) == GEOMETRY_CHANNEL)
         if int(rows.sum()) != 1:
             raise ValueError(f"a radiance graph needs one density output neuron, found {int(rows.sum())}")
+        side = canonical_side(probe[rows][0], "radiance")
         probe[rows] = canonical_values(density_logit(probe[rows]), "occupancy")
     else:
-        probe[is_out] = canonical_values(probe[is_out], function)
         if geometry:
+            if int(is_out.sum()) != 1:
+                raise ValueError(f"an {function} graph has one output neuron, found {int(is_out.sum())}")
+            side = canonical_side(probe[is_out][0], function)
             x = x.clone()
             x[graph.probe_index[is_out], N_OUT] = GEOMETRY_CHANNEL / OUT_SCALE
-    return dataclasses.replace(graph, x=x, probe=probe)
+        probe[is_out] = canonical_values(probe[is_out], function)
+    return dataclasses.replace(graph, x=x, probe=probe, side=side)
 
 
 @torch.no_grad()
-def canonical_output_features(field: torch.nn.Module, function: str) -> torch.Tensor:
+def canonical_output_features(field: torch.nn.Module, function: str, side: bool = False) -> torch.Tensor:
     """No-learning baseline: the INR's :func:`canonical_geometry` at the probe points, ``[K]``,
-    compared by cosine (radiance fields: from their density)."""
+    compared by cosine (radiance fields: from their density). ``side``: ``[2K]``, the row through
+    ``asinh`` beside ``SIDE_WEIGHT *`` :func:`canonical_side` (what the encoder's geometry head
+    projects at init)."""
     from gmn_inr.baselines import sampled_outputs
 
-    return canonical_geometry(sampled_outputs(field), function)
+    outputs = sampled_outputs(field)
+    u = canonical_geometry(outputs, function)
+    if not side:
+        return u
+    values = outputs[3] if function == "radiance" else outputs[0]
+    return torch.cat([torch.asinh(u), SIDE_WEIGHT * canonical_side(values, function)])
 
 
 class FunctionCanonical(RecordView):

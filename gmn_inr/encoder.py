@@ -16,7 +16,8 @@ features 400 CPU steps leave the embeddings of every family but octrees at chanc
 does not make them learn).
 
 Optionally (``geometry_dim``, off by default) the last columns of the embedding are a geometry
-head: a linear map of the geometry-channel output neuron's probe row and node state only, which
+head: a linear map of the geometry-channel output neuron's probe row and node state and of the
+graph's side row (inside/outside at the probe points) only, which
 the training model aligns across modalities (SigLIP, L2) and does not decode from
 (gmn_inr.cross_modal; :meth:`GMNEncoder.split_geometry`).
 
@@ -51,6 +52,10 @@ _EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
 #: the output channel whose neuron carries an INR's geometry: the radiance fields' density (r, g, b,
 #: sigma = 0..3); gmn_inr.canonical's geometry mode moves an implicit INR's output neuron there too
 GEOMETRY_CHANNEL = DENSITY_CHANNEL
+#: the geometry head's side term at init, relative to its row term (``W_s`` drawn as ``W_p``, then
+#: scaled): the no-learning cosine of ``[asinh(u), w side]`` on the cpu zoo's training INRs peaks at
+#: w = 0.5 (cross-function recall@1 76.8%; 71.4% at w = 0, 70.9% at w = 1; implicit_functions.md)
+SIDE_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,8 @@ class EncoderConfig:
     value_baseline: bool = False
     #: the last ``geometry_dim`` columns of the embedding are a geometry head of their own: a linear
     #: map of the geometry-channel output neuron's probe row (:data:`GEOMETRY_CHANNEL`, the canonical
-    #: distance of gmn_inr.canonical's geometry mode) plus one of its node state (zero at init), so
+    #: distance of gmn_inr.canonical's geometry mode), one of its node state (zero at init) and one of
+    #: the graph's side row (``ParameterGraph.side``: inside/outside where the function tells it), so
     #: it reads no colour row and no edge; the other readouts fill the first ``embed_dim -
     #: geometry_dim`` columns. The training model decodes from those only and applies SigLIP and L2
     #: to the geometry columns only (:meth:`GMNEncoder.split_geometry`). 0: no geometry head.
@@ -177,7 +183,7 @@ class GMNEncoder(nn.Module):
             self.register_buffer("embed_mean", torch.zeros(rest))
             self.register_buffer("embed_var", torch.ones(rest))
         # created last, so that without it every other parameter draws the same initial values
-        self.geometry_probe = self.geometry_state = None
+        self.geometry_probe = self.geometry_state = self.geometry_side = None
         if geometry_dim:
             self.geometry_probe = nn.Linear(probe_dim, geometry_dim, bias=False)
             self.geometry_state = nn.Linear(h, geometry_dim, bias=False)
@@ -185,6 +191,11 @@ class GMNEncoder(nn.Module):
                 # at init the head is a random projection of the canonical geometry row (cosines
                 # roughly kept); what message passing adds is learned from 0
                 self.geometry_state.weight.zero_()
+            # the graph's side row (ParameterGraph.side): an SDF's or occupancy's inside/outside at the
+            # probe points, which an unsigned row loses; drawn last, so the other weights start as before
+            self.geometry_side = nn.Linear(probe_dim, geometry_dim, bias=False)
+            with torch.no_grad():
+                self.geometry_side.weight.mul_(SIDE_WEIGHT)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "GMNEncoder":
@@ -313,7 +324,19 @@ class GMNEncoder(nn.Module):
             # batch statistics need two graphs; a single graph in training uses the running ones
             z = F.batch_norm(z, self.embed_mean, self.embed_var, training=self.training and num_graphs > 1,
                              momentum=0.1, eps=1e-5)
+        if self.geometry_side is not None:
+            geometry = geometry + self._side_term(batch, num_graphs, dtype)
         return torch.cat([z, geometry], dim=1) if self.geometry_probe is not None else z
+
+    def _side_term(self, batch, num_graphs: int, dtype: torch.dtype) -> torch.Tensor:
+        """``W_s side`` of every graph, ``[G, geometry_dim]`` (``side [G, K]``, ParameterGraph.side);
+        0 for a batch without side rows."""
+        side = getattr(batch, "side", None)
+        if side is None:
+            return self.geometry_side.weight.new_zeros(num_graphs, self.geometry_side.out_features)
+        if side.shape != (num_graphs, self.config.probe_dim):
+            raise ValueError(f"side rows must be [G={num_graphs}, {self.config.probe_dim}], got {tuple(side.shape)}")
+        return self.geometry_side(side.to(dtype))
 
     def _embed(self, edge_attr, x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index):
         """Pre-encoder, blocks and readout: ``[G, D]`` before ``embed_norm``."""

@@ -37,6 +37,10 @@ class ParameterGraph:
             vertices) have none, so a grid's thousands of nodes cost nothing here. None when the
             converter could not run the network.
         probe_index: ``[M]`` long, the node of each ``probe`` row (ascending).
+        side: ``[K]`` which side of the surface each probe point lies on, where the INR's function
+            tells it: +1 inside, -1 outside, 0 where it does not (an unsigned distance). None
+            unless set (gmn_inr.canonical's geometry mode sets it; the encoder's geometry head
+            reads it): the weights do not say whether an output is a distance or a logit.
     """
 
     x: torch.Tensor
@@ -46,6 +50,7 @@ class ParameterGraph:
     name: str = ""
     probe: Optional[torch.Tensor] = None
     probe_index: Optional[torch.Tensor] = None
+    side: Optional[torch.Tensor] = None
 
     @property
     def num_nodes(self) -> int:
@@ -57,7 +62,8 @@ class ParameterGraph:
 
     def nbytes(self) -> int:
         ts = (self.x, self.edge_index, self.edge_attr) + \
-            ((self.probe, self.probe_index) if self.probe is not None else ())
+            ((self.probe, self.probe_index) if self.probe is not None else ()) + \
+            ((self.side,) if self.side is not None else ())
         return sum(t.element_size() * t.numel() for t in ts)
 
     def validate(self) -> "ParameterGraph":
@@ -84,16 +90,25 @@ class ParameterGraph:
                 raise GraphError(f"probe_index refers to nodes outside 0..{x.shape[0] - 1}")
             if not _all_finite(p):
                 raise GraphError("probe features hold NaN or inf (the network diverges at a probe point)")
+        if self.side is not None:
+            if self.probe is None or self.side.shape != (self.probe.shape[1],):
+                raise GraphError(f"side must be [K] for a graph with probe features [M, K], got "
+                                 f"{tuple(self.side.shape)} with probe "
+                                 f"{None if self.probe is None else tuple(self.probe.shape)}")
+            if not bool(((self.side == 1) | (self.side == 0) | (self.side == -1)).all()):
+                raise GraphError("side holds values other than +1 (inside), -1 (outside) and 0 (not told)")
         return self
 
     def to_pyg(self):
         """A ``torch_geometric.data.Data`` with ``x``, ``edge_index``, ``edge_attr`` (and ``probe``,
-        ``probe_index`` when present; nothing else is named ``*index*``, which ``Batch`` offsets as
+        ``probe_index``, ``side [1, K]`` when present; nothing else is named ``*index*``, which ``Batch`` offsets as
         node indices)."""
         from torch_geometric.data import Data
 
         # Batch offsets every key named *index* by the node count, as probe_index needs
         extra = {"probe": self.probe, "probe_index": self.probe_index} if self.probe is not None else {}
+        if self.side is not None:
+            extra["side"] = self.side.unsqueeze(0)      # [1, K]: Batch stacks it to [G, K]
         return Data(x=self.x, edge_index=self.edge_index, edge_attr=self.edge_attr, num_nodes=self.num_nodes, **extra)
 
     def to_networkx(self):
@@ -230,5 +245,10 @@ def batch_graphs(graphs: Iterable[Any], device: Optional[torch.device | str] = N
             raise TypeError(f"expected a ParameterGraph or torch_geometric Data, got {type(g).__name__}")
     if not data:
         raise ValueError("batch_graphs needs at least one graph")
+    with_side = sum(getattr(d, "side", None) is not None for d in data)
+    if 0 < with_side < len(data):
+        # Batch would stack the sides of some graphs against all graphs' rows: refuse the mix
+        raise ValueError(f"batch_graphs: {with_side} of {len(data)} graphs carry a side row "
+                         "(gmn_inr.canonical's geometry mode); batch graphs of one kind")
     b = Batch.from_data_list(data)
     return b.to(device) if device is not None else b

@@ -6,8 +6,9 @@ import torch
 
 import gmn_inr.training.model as model_mod
 from gmn_inr.canonical import (OCC_MEDIAN_DISTANCE, TRUNCATION, FunctionCanonical, canonical_graph,
-                               canonical_values, shape_teacher_pairs)
+                               canonical_side, canonical_values, shape_teacher_pairs)
 from gmn_inr.train import TrainConfig, train
+from graphs import GraphError, batch_graphs
 from graphs.layout import N_TYPE, NodeType
 from tiny_records import tiny_records
 
@@ -55,6 +56,36 @@ def test_canonical_graph_rewrites_only_the_output_rows(implicit_records):
     assert not torch.allclose(c.probe[is_out], g.probe[is_out])
     assert c.x is g.x and c.edge_attr is g.edge_attr
     assert canonical_graph(g, "radiance") is g
+
+
+def test_side_is_inside_outside_where_the_function_tells_it():
+    sdf = torch.linspace(-0.5, 0.8, 64)
+    logit = -torch.sinh(sdf * 3) * 40          # flat: saturated logits keep only their sign
+    inside = torch.where(sdf < 0, 1.0, -1.0)
+    assert torch.equal(canonical_side(sdf, "sdf"), inside)
+    assert torch.equal(canonical_side(logit, "occupancy"), inside)
+    assert torch.equal(canonical_side(sdf.abs(), "udf"), torch.zeros(64))      # a udf has no sign
+    with pytest.raises(ValueError, match="unknown function"):
+        canonical_side(sdf, "density")
+
+
+def test_geometry_graphs_carry_the_side_and_batch_only_with_their_kind(implicit_records):
+    sdf_rec, udf_rec = implicit_records["sdf"]["obj0"][0], implicit_records["udf"]["obj0"][0]
+    g = sdf_rec.graph()
+    out = g.x[g.probe_index, N_TYPE] == int(NodeType.OUTPUT)
+    geo = FunctionCanonical(sdf_rec, geometry=True).graph().validate()
+    assert torch.equal(geo.side, torch.where(g.probe[out][0] < 0, 1.0, -1.0))
+    assert bool((geo.side == 1).any()) and bool((geo.side == -1).any())      # a sphere inside the probes
+    assert torch.equal(FunctionCanonical(udf_rec, geometry=True).graph().side, torch.zeros(g.probe.shape[1]))
+    assert FunctionCanonical(sdf_rec).graph().side is None                     # only geometry mode sets it
+    assert batch_graphs([geo, geo]).side.shape == (2, g.probe.shape[1])
+    with pytest.raises(ValueError, match="side row"):
+        batch_graphs([geo, g])
+    import dataclasses
+    with pytest.raises(GraphError, match="side"):
+        dataclasses.replace(geo, side=geo.side[:-1]).validate()
+    with pytest.raises(GraphError, match="side"):
+        dataclasses.replace(geo, side=geo.side * 0.5).validate()
 
 
 def test_unified_decoder_target_is_the_shapes_udf_for_every_function_pair(implicit_records, monkeypatch):

@@ -145,9 +145,13 @@ def test_geometry_head_reads_the_geometry_row_and_no_colour_row(records):
     probe = g.probe.clone()
     probe[geo] = torch.rand_like(probe[geo])
     assert not torch.allclose(geo0, geometry_columns(dataclasses.replace(g, probe=probe))[1])
+    # the side row (inside/outside at the probe points) moves the geometry columns and nothing else
+    flipped = dataclasses.replace(g, side=-g.side)
+    rest2, geo2 = geometry_columns(flipped)
+    assert torch.equal(rest0, rest2) and not torch.allclose(geo0, geo2)
     with torch.no_grad():
         enc.geometry_state.weight.zero_()
-        expected = enc.geometry_probe(torch.asinh(g.probe[geo]))
+        expected = enc.geometry_probe(torch.asinh(g.probe[geo])) + enc.geometry_side(g.side.unsqueeze(0))
     assert torch.allclose(geometry_columns(g)[1], expected, atol=1e-5)
 
 

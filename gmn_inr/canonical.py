@@ -21,6 +21,11 @@ encoder's cross-function recall@1 on the cpu zoo falls from 74% (mean of the six
   median over the ``K`` probe points of one INR) and puts the median probe point at a fixed
   distance. The constant was chosen on the cpu zoo's *training* objects (docs/results/implicit_functions.md).
 
+The unsigned distance drops what an sdf's or an occupancy's sign says, inside or outside; where an
+occupancy INR's logits are flat that sign is nearly all its output says. :func:`canonical_side`
+keeps it apart: +1 inside, -1 outside, 0 for a udf (no sign), which geometry mode gives the graph
+(``ParameterGraph.side``) for the encoder's geometry head.
+
 :func:`canonical_graph` writes those values into the output neuron's probe row of a graph (the
 encoder's ``probe_readout`` and node pre-encoder read them); :class:`FunctionCanonical` does it
 for a zoo record. Radiance INRs are left as they are, unless ``geometry``: then a radiance

@@ -128,3 +128,34 @@ def test_unified_decoder_target_is_the_shapes_udf_for_every_function_pair(implic
         matched += 1
     assert matched == 12
     assert sorted(r.input_function for r in recs) == sorted(FUNCS * 4)
+
+
+class _SphereField(torch.nn.Module):
+    """A sphere's sdf, or a saturated occupancy logit of it (flat away from the surface, as the
+    cpu zoo's tri-plane occupancy INRs are): ``[P, 3] -> [P, 1]``."""
+
+    def __init__(self, centre, radius: float, function: str):
+        super().__init__()
+        self.centre, self.radius, self.function = torch.tensor(centre), radius, function
+
+    def forward(self, xyz):
+        sdf = (xyz - self.centre).norm(dim=-1, keepdim=True) - self.radius
+        return sdf if self.function == "sdf" else -40 * torch.tanh(sdf * 200)
+
+
+def test_the_side_finds_the_sdf_of_a_flat_occupancy_inr():
+    """Without the side a saturated occupancy INR's canonical row is nearly constant and finds the
+    wrong sphere; with it, its inside/outside finds its own sphere's SDF."""
+    from gmn_inr.canonical import canonical_output_features
+    from gmn_inr.tasks import recall_at_k
+
+    # centres and radii off the probe grid: no probe point lies in the logit's thin graded band
+    spheres = [((x, y, 0.05), r) for x in (-0.23, 0.27) for y in (-0.26, 0.24) for r in (0.33, 0.47)]
+    ids = torch.arange(len(spheres))
+    recall = {}
+    for side in (False, True):
+        occ = torch.stack([canonical_output_features(_SphereField(c, r, "occupancy"), "occupancy", side=side)
+                           for c, r in spheres])
+        sdf = torch.stack([canonical_output_features(_SphereField(c, r, "sdf"), "sdf", side=side) for c, r in spheres])
+        recall[side] = recall_at_k(occ, ids, sdf, ids, ks=(1,))["1"]
+    assert recall[True] == 1.0 and recall[False] < 0.5

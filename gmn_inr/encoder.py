@@ -53,9 +53,11 @@ _EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
 #: sigma = 0..3); gmn_inr.canonical's geometry mode moves an implicit INR's output neuron there too
 GEOMETRY_CHANNEL = DENSITY_CHANNEL
 #: the geometry head's side term at init, relative to its row term (``W_s`` drawn as ``W_p``, then
-#: scaled): the no-learning cosine of ``[asinh(u), w side]`` on the cpu zoo's training INRs peaks at
-#: w = 0.5 (cross-function recall@1 76.8%; 71.4% at w = 0, 70.9% at w = 1; implicit_functions.md)
-SIDE_WEIGHT = 0.5
+#: scaled). Chosen on the cpu zoo's *training* INRs with the trained head (L2 + unified decoder +
+#: SigLIP, 200 steps): cross-function recall@1 89.2 / 90.2 / 88.7 / 86.0% at w = 0.125 / 0.25 / 0.5
+#: / 1 (docs/results/implicit_functions.md). A larger side term swamps the row in the head's random
+#: start, which 200 steps do not undo.
+SIDE_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)

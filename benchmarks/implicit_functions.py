@@ -44,7 +44,7 @@ from typing import Optional
 import gmn_inr  # noqa: F401  (first: it shortens OpenMP's spin-wait before torch loads)
 import torch
 
-from gmn_inr.canonical import FunctionCanonical, canonical_output_features, shape_teacher_pairs
+from gmn_inr.canonical import FunctionCanonical, canonical_features, shape_teacher_pairs
 from gmn_inr.bench import BENCH_PRESETS, embed_records, ensure_zoo, git_commit, log, tune_malloc
 
 FUNCS = ("sdf", "udf", "occupancy")
@@ -156,12 +156,12 @@ def no_learning_rows(test) -> dict:
     """Recall of the outputs at the probe points compared by cosine, no learning: raw (``asinh``,
     the encoder's squashing), function-canonical (:func:`gmn_inr.canonical.canonical_values`) and
     canonical with the side row (:func:`gmn_inr.canonical.canonical_side`)."""
-    from gmn_inr.baselines import sampled_output_features
+    from gmn_inr.baselines import output_features, sampled_outputs
 
-    fields = [r.field() for r in test]
-    raw = torch.stack([sampled_output_features(f) for f in fields])
-    canon = torch.stack([canonical_output_features(f, r.function) for f, r in zip(fields, test)])
-    sided = torch.stack([canonical_output_features(f, r.function, side=True) for f, r in zip(fields, test)])
+    outputs = [sampled_outputs(r.field()) for r in test]        # one forward per INR serves every row
+    raw = torch.stack([output_features(o) for o in outputs])
+    canon = torch.stack([canonical_features(o, r.function) for o, r in zip(outputs, test)])
+    sided = torch.stack([canonical_features(o, r.function, side=True) for o, r in zip(outputs, test)])
     return {"no learning: raw outputs at the probe points": cross_function_recall(raw, test),
             "no learning: canonical outputs at the probe points": cross_function_recall(canon, test),
             NO_LEARNING_SIDE: cross_function_recall(sided, test)}
@@ -196,10 +196,12 @@ def cross_modal_rows(encoder, test: list, device: str) -> dict:
     """The cross-modality table's rows for the records ``test`` (see :func:`cross_modal_test`)."""
     from gmn_inr.cross_modal import cross_modal_recall
 
+    from gmn_inr.baselines import sampled_outputs
+
     with torch.no_grad():
-        fields = [r.field() for r in test]
-        base = torch.stack([canonical_output_features(f, r.function) for f, r in zip(fields, test)])
-        sided = torch.stack([canonical_output_features(f, r.function, side=True) for f, r in zip(fields, test)])
+        outputs = [sampled_outputs(r.field()) for r in test]
+        base = torch.stack([canonical_features(o, r.function) for o, r in zip(outputs, test)])
+        sided = torch.stack([canonical_features(o, r.function, side=True) for o, r in zip(outputs, test)])
     z = retrieval_embeddings(encoder, test, device)
     return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
             NO_LEARNING_SIDE: cross_modal_recall(sided, test),

@@ -73,10 +73,16 @@ def sampled_outputs(field: nn.Module) -> torch.Tensor:
     return field(probe_points()).t().contiguous()
 
 
+def output_features(outputs: torch.Tensor) -> torch.Tensor:
+    """``outputs [out_dim, K]`` (:func:`sampled_outputs`) -> ``[out_dim * K]`` through ``asinh``
+    (the encoder's squashing of probe rows: sign kept, linear near 0, logarithmic for large
+    densities), channel-major."""
+    return torch.asinh(outputs).reshape(-1)
+
+
 def sampled_output_features(field: nn.Module) -> torch.Tensor:
-    """``[out_dim * K]``: :func:`sampled_outputs` through ``asinh`` (the encoder's squashing of
-    probe rows: sign kept, linear near 0, logarithmic for large densities), channel-major."""
-    return torch.asinh(sampled_outputs(field)).reshape(-1)
+    """:func:`output_features` of ``field`` sampled at the probe points."""
+    return output_features(sampled_outputs(field))
 
 
 class VoxelNet(nn.Module):

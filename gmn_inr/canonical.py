@@ -162,19 +162,24 @@ def canonical_graph(graph, function: str, geometry: bool = False):
     return dataclasses.replace(graph, x=x, probe=probe, side=side)
 
 
-@torch.no_grad()
-def canonical_output_features(field: torch.nn.Module, function: str, side: bool = False) -> torch.Tensor:
-    """No-learning baseline: the INR's :func:`canonical_geometry` at the probe points, ``[K]``,
-    compared by cosine (radiance fields: from their density). ``side``: ``[2K]``, the row through
-    ``asinh`` beside ``SIDE_COSINE_WEIGHT *`` :func:`canonical_side`."""
-    from gmn_inr.baselines import sampled_outputs
-
-    outputs = sampled_outputs(field)
+def canonical_features(outputs: torch.Tensor, function: str, side: bool = False) -> torch.Tensor:
+    """No-learning baseline features of an INR's raw outputs ``outputs [C, K]`` at the probe points:
+    its :func:`canonical_geometry`, ``[K]``, compared by cosine (radiance fields: from their
+    density). ``side``: ``[2K]``, the row through ``asinh`` beside ``SIDE_COSINE_WEIGHT *``
+    :func:`canonical_side`."""
     u = canonical_geometry(outputs, function)
     if not side:
         return u
     values = outputs[3] if function == "radiance" else outputs[0]
     return torch.cat([torch.asinh(u), SIDE_COSINE_WEIGHT * canonical_side(values, function)])
+
+
+@torch.no_grad()
+def canonical_output_features(field: torch.nn.Module, function: str, side: bool = False) -> torch.Tensor:
+    """:func:`canonical_features` of ``field`` sampled at the probe points."""
+    from gmn_inr.baselines import sampled_outputs
+
+    return canonical_features(sampled_outputs(field), function, side)
 
 
 class FunctionCanonical(RecordView):

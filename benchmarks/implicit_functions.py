@@ -19,8 +19,10 @@ across the functions of one object added (``R+C+L2``: the package's full loss). 
 of the same object among the test objects' B-INRs of the query's architecture (pooled over
 architectures; a second table gives each architecture's mean and the mean across architectures,
 where the gallery holds the other architectures' B-INRs); the table reports each pair and their mean,
-beside three rows without learning: the raw and the canonical outputs at the probe points, and the
-canonical outputs with the side row, compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
+beside four rows without learning: the raw and the canonical outputs at the probe points (an
+occupancy INR's distance from its sign changes), the canonical outputs with an occupancy INR's
+distance from its logit's scale instead (the rows before), and the canonical outputs with the side
+row, compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
 and ``.md``.
 
 The geometry <-> appearance table (``--no-cross-modality`` skips it) trains one encoder on SDF
@@ -63,6 +65,9 @@ SETTINGS = {  # name -> (loss, unified decoder, function-canonical output rows, 
 INITIAL_HEAD = "no learning: the geometry head at initialisation (random projection of the canonical rows)"
 #: no learning: the canonical rows and the side row (inside/outside where the function tells it)
 NO_LEARNING_SIDE = "no learning: canonical outputs and side at the probe points"
+#: no learning: the canonical rows with an occupancy INR's (and a NeRF's density's) distance from its
+#: logit's scale (the rows before gmn_inr.canonical.surface_distance read it from the sign changes)
+NO_LEARNING_SCALE = "no learning: canonical outputs, occupancy distance from the logit's scale"
 #: the ablation: the full setting on the raw output rows (the encoder before gmn_inr.canonical)
 ABLATION = {"L2 + unified decoder, raw output rows": ("R+L2", "udf", False, False)}
 
@@ -152,19 +157,41 @@ def pair_columns(row: dict) -> list:
 
 
 @torch.no_grad()
+def sampled_rows(test) -> tuple:
+    """Each INR of ``test`` read once: its outputs at the probe points ``[C, K]`` and, where its
+    function reads one (:data:`gmn_inr.canonical.SURFACE_FUNCTIONS`), its distance from its sign
+    changes ``[K]`` (else None)."""
+    from gmn_inr.baselines import sampled_outputs
+    from gmn_inr.canonical import field_surface
+
+    fields = [r.field() for r in test]
+    return [sampled_outputs(f) for f in fields], [field_surface(f, r.function) for f, r in zip(fields, test)]
+
+
+def canonical_rows(outputs, surfaces, test) -> dict:
+    """The no-learning canonical features of :func:`sampled_rows`' outputs, ``[N, K]`` or ``[N, 2K]``:
+    the canonical rows (sign changes), the same with the occupancy distance from the logit's scale,
+    and the canonical rows with the side."""
+    rows = zip(outputs, test, surfaces)
+    return {"no learning: canonical outputs at the probe points":
+                torch.stack([canonical_features(o, r.function, surface=s) for o, r, s in rows]),
+            NO_LEARNING_SCALE: torch.stack([canonical_features(o, r.function) for o, r in zip(outputs, test)]),
+            NO_LEARNING_SIDE: torch.stack([canonical_features(o, r.function, side=True, surface=s)
+                                           for o, r, s in zip(outputs, test, surfaces)])}
+
+
 def no_learning_rows(test) -> dict:
     """Recall of the outputs at the probe points compared by cosine, no learning: raw (``asinh``,
-    the encoder's squashing), function-canonical (:func:`gmn_inr.canonical.canonical_values`) and
-    canonical with the side row (:func:`gmn_inr.canonical.canonical_side`)."""
-    from gmn_inr.baselines import output_features, sampled_outputs
+    the encoder's squashing), function-canonical (:func:`gmn_inr.canonical.canonical_values`: an
+    occupancy INR's distance from its sign changes, :func:`gmn_inr.canonical.surface_distance`),
+    the same with the occupancy distance from the logit's scale instead (the canonical rows before the
+    sign changes), and canonical with the side row (:func:`gmn_inr.canonical.canonical_side`)."""
+    from gmn_inr.baselines import output_features
 
-    outputs = [sampled_outputs(r.field()) for r in test]        # one forward per INR serves every row
+    outputs, surfaces = sampled_rows(test)                  # one read per INR serves every row
     raw = torch.stack([output_features(o) for o in outputs])
-    canon = torch.stack([canonical_features(o, r.function) for o, r in zip(outputs, test)])
-    sided = torch.stack([canonical_features(o, r.function, side=True) for o, r in zip(outputs, test)])
     return {"no learning: raw outputs at the probe points": cross_function_recall(raw, test),
-            "no learning: canonical outputs at the probe points": cross_function_recall(canon, test),
-            NO_LEARNING_SIDE: cross_function_recall(sided, test)}
+            **{n: cross_function_recall(z, test) for n, z in canonical_rows(outputs, surfaces, test).items()}}
 
 
 def setting_config(bp, loss: str, unified: Optional[str], head: bool, steps: int):
@@ -196,16 +223,9 @@ def cross_modal_rows(encoder, test: list, device: str) -> dict:
     """The cross-modality table's rows for the records ``test`` (see :func:`cross_modal_test`)."""
     from gmn_inr.cross_modal import cross_modal_recall
 
-    from gmn_inr.baselines import sampled_outputs
-
-    with torch.no_grad():
-        outputs = [sampled_outputs(r.field()) for r in test]
-        base = torch.stack([canonical_features(o, r.function) for o, r in zip(outputs, test)])
-        sided = torch.stack([canonical_features(o, r.function, side=True) for o, r in zip(outputs, test)])
-    z = retrieval_embeddings(encoder, test, device)
-    return {"no learning: canonical outputs at the probe points": cross_modal_recall(base, test),
-            NO_LEARNING_SIDE: cross_modal_recall(sided, test),
-            "GMN, R+C+L2, geometry rows": cross_modal_recall(z, test)}
+    out = {n: cross_modal_recall(z, test) for n, z in canonical_rows(*sampled_rows(test), test).items()}
+    out["GMN, R+C+L2, geometry rows"] = cross_modal_recall(retrieval_embeddings(encoder, test, device), test)
+    return out
 
 
 def cross_modality(records, archs, bp, steps: int, runs: Path, device: str, geometry_dim: Optional[int] = None):

@@ -171,6 +171,7 @@ def test_implicit_functions_smoke(tmp_path):
     assert any(k.startswith("no learning: the geometry head at initialisation") for k in report["retrieval"])
     assert "no learning: canonical outputs at the probe points" in report["retrieval"]
     assert "no learning: canonical outputs and side at the probe points" in report["retrieval"]
+    assert "no learning: canonical outputs, occupancy distance from the logit's scale" in report["retrieval"]
     assert report["training"]["L2 + unified decoder + SigLIP, geometry head"]["final"]["contrastive"] > 0
     # two architectures' implicit INRs: per-architecture and across-architecture recall, and the
     # cross-modality table by the SDF's family

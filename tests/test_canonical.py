@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import gmn_inr.training.model as model_mod
-from gmn_inr.canonical import (OCC_MEDIAN_DISTANCE, TRUNCATION, FunctionCanonical, canonical_graph,
-                               canonical_side, canonical_values, shape_teacher_pairs)
+from gmn_inr.canonical import (OCC_MEDIAN_DISTANCE, SURFACE_SPACING, TRUNCATION, FunctionCanonical,
+                               canonical_graph, canonical_side, canonical_values, shape_teacher_pairs,
+                               surface_distance)
 from gmn_inr.train import TrainConfig, train
 from graphs import GraphError, batch_graphs
 from graphs.layout import N_TYPE, NodeType
@@ -52,7 +53,10 @@ def test_canonical_graph_rewrites_only_the_output_rows(implicit_records):
     is_out = g.x[g.probe_index, N_TYPE] == int(NodeType.OUTPUT)
     assert int(is_out.sum()) == 1
     assert torch.equal(c.probe[~is_out], g.probe[~is_out])
-    assert torch.allclose(c.probe[is_out], canonical_values(g.probe[is_out], "occupancy"))
+    # an occupancy INR's row: its distance from its own sign changes, not its logit's scale
+    surface = surface_distance(rec.field(), "occupancy")
+    assert torch.allclose(c.probe[is_out], canonical_values(g.probe[is_out], "occupancy", surface))
+    assert not torch.allclose(c.probe[is_out], canonical_values(g.probe[is_out], "occupancy"))
     assert not torch.allclose(c.probe[is_out], g.probe[is_out])
     assert c.x is g.x and c.edge_attr is g.edge_attr
     assert canonical_graph(g, "radiance") is g
@@ -143,10 +147,12 @@ class _SphereField(torch.nn.Module):
         return sdf if self.function == "sdf" else -40 * torch.tanh(sdf * 200)
 
 
-def test_the_side_finds_the_sdf_of_a_flat_occupancy_inr():
-    """Without the side a saturated occupancy INR's canonical row is nearly constant and finds the
-    wrong sphere; with it, its inside/outside finds its own sphere's SDF."""
-    from gmn_inr.canonical import canonical_output_features
+def test_a_flat_occupancy_inr_finds_its_sdf_by_its_sign_changes_or_its_side():
+    """From its logit's scale a saturated occupancy INR's canonical row is nearly constant and finds
+    the wrong sphere; its distance from its sign changes (the canonical row when the field is at
+    hand) finds its own sphere's SDF, and so does the logit's scale with the side row."""
+    from gmn_inr.baselines import sampled_outputs
+    from gmn_inr.canonical import canonical_features, canonical_output_features
     from gmn_inr.tasks import recall_at_k
 
     # centres and radii off the probe grid: no probe point lies in the logit's thin graded band
@@ -154,8 +160,59 @@ def test_the_side_finds_the_sdf_of_a_flat_occupancy_inr():
     ids = torch.arange(len(spheres))
     recall = {}
     for side in (False, True):
-        occ = torch.stack([canonical_output_features(_SphereField(c, r, "occupancy"), "occupancy", side=side)
-                           for c, r in spheres])
         sdf = torch.stack([canonical_output_features(_SphereField(c, r, "sdf"), "sdf", side=side) for c, r in spheres])
-        recall[side] = recall_at_k(occ, ids, sdf, ids, ks=(1,))["1"]
-    assert recall[True] == 1.0 and recall[False] < 0.5
+        scale = torch.stack([canonical_features(sampled_outputs(_SphereField(c, r, "occupancy")), "occupancy", side=side)
+                             for c, r in spheres])
+        signs = torch.stack([canonical_output_features(_SphereField(c, r, "occupancy"), "occupancy", side=side)
+                             for c, r in spheres])
+        recall["scale", side] = recall_at_k(scale, ids, sdf, ids, ks=(1,))["1"]
+        recall["signs", side] = recall_at_k(signs, ids, sdf, ids, ks=(1,))["1"]
+    assert recall["scale", False] < 0.5
+    assert recall["scale", True] == 1.0 and recall["signs", False] == 1.0 and recall["signs", True] == 1.0
+
+
+def test_surface_distance_is_the_distance_to_the_sign_change_whatever_the_logit():
+    """A sphere's occupancy, graded or saturated, at any logit scale, and its sdf: the distance to
+    the sign change is the sphere's |sdf| (truncated) to within the grid's spacing."""
+    from graphs.probe import probe_points
+
+    centre, radius = (0.03, -0.07, 0.11), 0.41
+    truth = ((probe_points() - torch.tensor(centre)).norm(dim=-1) - radius).abs().clamp_max(TRUNCATION)
+
+    class Graded(_SphereField):
+        def forward(self, xyz):
+            return -3 * torch.sinh(4 * ((xyz - self.centre).norm(dim=-1, keepdim=True) - self.radius))
+
+    sdf = _SphereField(centre, radius, "sdf")
+    graded = surface_distance(Graded(centre, radius, "occupancy"), "occupancy")
+    saturated = surface_distance(_SphereField(centre, radius, "occupancy"), "occupancy")
+    assert float((surface_distance(sdf, "sdf") - truth).abs().max()) < SURFACE_SPACING / 2
+    assert float((graded - truth).abs().max()) < SURFACE_SPACING / 2
+    assert float((saturated - truth).abs().max()) < SURFACE_SPACING
+    near = truth < TRUNCATION
+    assert int(near.sum()) > 50 and bool((graded[near] < TRUNCATION).all())   # the shell is found
+    assert torch.isclose(graded.max(), torch.tensor(TRUNCATION))               # clamped beyond it
+
+    class Scaled(Graded):
+        def forward(self, xyz):
+            return 7 * super().forward(xyz)
+
+    # a crossing sits at a / (a - b) along its edge: a logit's scale cannot move it
+    assert torch.allclose(surface_distance(Scaled(centre, radius, "occupancy"), "occupancy"), graded, atol=1e-6)
+
+    class Infinite(_SphereField):
+        def forward(self, xyz):
+            return super().forward(xyz) * float("inf")
+
+    # logits beyond float range: a crossing between two infinities sits mid-edge, never NaN
+    assert float((surface_distance(Infinite(centre, radius, "occupancy"), "occupancy") - truth).abs().max()) < SURFACE_SPACING
+    far = _SphereField((5.0, 5.0, 5.0), 0.5, "occupancy")                  # no surface in the box
+    assert torch.equal(surface_distance(far, "occupancy"), torch.full_like(truth, TRUNCATION))
+    with pytest.raises(ValueError, match="no inside and outside"):
+        surface_distance(sdf, "udf")
+    with pytest.raises(ValueError, match=r"\[K, 3\]"):
+        surface_distance(sdf, "sdf", torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="occupancy INRs only"):
+        canonical_values(truth, "sdf", truth)
+    with pytest.raises(ValueError, match="one distance per point"):
+        canonical_values(truth, "occupancy", truth[:-1])

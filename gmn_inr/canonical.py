@@ -46,6 +46,7 @@ implicit INR of a pair reconstruct the *shape's* UDF, taken from the same object
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Optional
 
 import torch
@@ -271,6 +272,18 @@ def canonical_output_features(field: torch.nn.Module, function: str, side: bool 
     return canonical_features(sampled_outputs(field), function, side, field_surface(field, function))
 
 
+#: record -> its :func:`field_surface` (a record's file does not change: the store verifies its
+#: sha256), so the views of one record made for several trainings read its field's grid once
+_SURFACES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def record_surface(rec) -> torch.Tensor:
+    """:func:`field_surface` of ``rec.field()``, computed once per record object."""
+    if rec not in _SURFACES:
+        _SURFACES[rec] = field_surface(rec.field(), rec.function)
+    return _SURFACES[rec]
+
+
 class FunctionCanonical(RecordView):
     """A record whose graph carries :func:`canonical_graph`'s output probe rows (cached; an occupancy
     INR's from its sign changes, :func:`field_surface`); ``geometry``: as :func:`canonical_graph`'s
@@ -284,7 +297,7 @@ class FunctionCanonical(RecordView):
         function = self._rec.function
         # a radiance row is rewritten only in geometry mode
         needs = function in SURFACE_FUNCTIONS and (self._geometry or function != "radiance")
-        surface = field_surface(self._rec.field(), function) if needs else None
+        surface = record_surface(self._rec) if needs else None
         return canonical_graph(graph, function, self._geometry, surface)
 
 

@@ -105,7 +105,7 @@ def canonical_values(values: torch.Tensor, function: str, surface: Optional[torc
         if surface.shape != values.shape[-1:]:
             raise ValueError(f"canonical_values: surface distance {tuple(surface.shape)} for outputs "
                              f"{tuple(values.shape)}: one distance per point expected")
-        d = surface.to(values.dtype).expand_as(values)
+        d = surface.to(device=values.device, dtype=values.dtype).expand_as(values)
     elif function == "occupancy":
         a = values.abs()
         scale = a.median(dim=-1, keepdim=True).values.clamp_min(1e-6)      # [..., 1]
@@ -171,7 +171,9 @@ def surface_distance(field: torch.nn.Module, function: str, points: Optional[tor
         raise ValueError(f"surface_distance: points must be [K, 3], got {tuple(points.shape)}")
     lo = float(points.abs().max()) + TRUNCATION
     n = int(round(2 * lo / SURFACE_SPACING)) + 1
-    axis = torch.linspace(-lo, lo, n, dtype=points.dtype)
+    device = next((p.device for p in field.parameters()), points.device)          # where the field runs
+    points = points.to(device)
+    axis = torch.linspace(-lo, lo, n, dtype=points.dtype, device=device)
     grid = torch.cartesian_prod(axis, axis, axis).reshape(n, n, n, 3)
     v = inside_logit(field(grid.reshape(-1, 3)), function).reshape(n, n, n)
     crossings = []
@@ -183,7 +185,7 @@ def surface_distance(field: torch.nn.Module, function: str, points: Optional[tor
         pa, pb = grid.narrow(dim, 0, n - 1)[flip], grid.narrow(dim, 1, n - 1)[flip]
         crossings.append(pa + t * (pb - pa))
     crossings = torch.cat(crossings)                                               # [C, 3]
-    d = torch.full((len(points),), TRUNCATION, dtype=points.dtype)
+    d = torch.full((len(points),), TRUNCATION, dtype=points.dtype, device=device)
     for block in crossings.split(_CROSSING_BLOCK) if len(crossings) else ():      # no surface: all truncated
         d = torch.minimum(d, torch.cdist(points, block).min(dim=1).values)
     return d

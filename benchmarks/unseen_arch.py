@@ -43,7 +43,7 @@ import torch
 
 from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_sets, embed_records,  # noqa: F401
                            ensure_zoo, family_labels, git_commit, log)
-from gmn_inr.bench_report import (CONVERSION, NO_MESSAGE_PASSING, SAMPLED, _pct, goals, headline_table,
+from gmn_inr.bench_report import (CONVERSION, NO_MESSAGE_PASSING, SAMPLED, SURFACE, _pct, goals, headline_table,
                                   markdown)
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
 from gmn_inr.zoo.dataset import RecordView
@@ -64,7 +64,8 @@ ABLATIONS = {
 }
 # NO_MESSAGE_PASSING: the same encoder and training with zero message-passing blocks (probe features,
 # pre-encoder and readout only): what the blocks add is the difference to "L_R+C"; SAMPLED: the
-# no-learning baseline, each INR's outputs at the probe points (asinh, flattened, cosine)
+# no-learning baseline, each INR's outputs at the probe points (asinh, flattened, cosine); SURFACE: the
+# stronger one, each probe point's distance from where the density (read as an occupancy) changes sign
 FAMILY_ARCH = family_labels(TRAINING_ARCHITECTURES)   # main() resets these three from --archs / --plugin
 
 
@@ -145,18 +146,33 @@ def retrieval_table(z, recs) -> dict:
 
 
 # -- baselines ---------------------------------------------------------------------------
-def sampled_outputs_baseline(recs, n_classes, bp: BenchPreset) -> tuple[dict, dict, float]:
-    """The no-learning baseline: every INR's outputs at the probe points (``asinh``, flattened),
-    through the same classifiers and the same cosine retrieval as the encoders' embeddings.
-    Returns ``(classification table, retrieval table, seconds per INR)`` (file read included)."""
-    from gmn_inr.baselines import sampled_output_features
-
-    log("baseline: sampled outputs at the probe points (no learning)")
+def no_learning_baseline(recs, n_classes, bp: BenchPreset, features, what: str) -> tuple[dict, dict, float]:
+    """A no-learning baseline: ``features(field)`` of every INR, through the same classifiers and
+    the same cosine retrieval as the encoders' embeddings. Returns ``(classification table,
+    retrieval table, seconds per INR)`` (file read included)."""
+    log(f"baseline: {what} (no learning)")
     t0 = time.perf_counter()
-    z = torch.stack([sampled_output_features(r.field()) for r in recs])
+    with torch.no_grad():
+        z = torch.stack([features(r.field()) for r in recs])
     secs = (time.perf_counter() - t0) / max(1, len(recs))
     cls, _ = classification_table(z, recs, n_classes, bp)
     return cls, retrieval_table(z, recs), secs
+
+
+def sampled_outputs_baseline(recs, n_classes, bp: BenchPreset) -> tuple[dict, dict, float]:
+    """Every INR's outputs at the probe points (``asinh``, flattened): the simplest baseline."""
+    from gmn_inr.baselines import sampled_output_features
+
+    return no_learning_baseline(recs, n_classes, bp, sampled_output_features, "sampled outputs at the probe points")
+
+
+def surface_distance_baseline(recs, n_classes, bp: BenchPreset) -> tuple[dict, dict, float]:
+    """Every INR's density read as an occupancy, and each probe point's distance from where it
+    changes sign (:func:`gmn_inr.canonical.surface_distance`, a 33^3 grid): geometry only, no colour."""
+    from gmn_inr.canonical import canonical_output_features
+
+    return no_learning_baseline(recs, n_classes, bp, lambda f: canonical_output_features(f, "radiance"),
+                                "distance from the density's sign changes at the probe points")
 
 
 def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device: str) -> tuple[dict, dict, dict]:
@@ -396,6 +412,11 @@ def main(argv=None) -> int:
     report["baselines"] = base
     report["timing"].update(timing)
     report["retrieval"].update(base_retrieval)
+    # after the others: the classifiers' and models' inits draw from the global generator, so a row
+    # added before them would move their numbers
+    cls, ret, secs = surface_distance_baseline(recs, n_classes, bp)
+    report["classification"][SURFACE], report["retrieval"][SURFACE] = cls, ret
+    report["timing"][SURFACE] = secs
     stage["baselines"] = time.perf_counter() - t_stage
     report["headline"] = headline_table(report, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
     report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,

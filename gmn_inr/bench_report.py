@@ -5,9 +5,12 @@ Used by ``benchmarks/unseen_arch.py``; ``training`` / ``unseen`` are the run's a
 """
 from __future__ import annotations
 
-#: the rows the report names: the no-learning baseline, the zero-block encoder, the conversion
+#: the rows the report names: the no-learning baselines, the zero-block encoder, the conversion
 #: baseline, the encoder whose numbers the goals are about, the weights-only row
 SAMPLED = "sampled outputs"
+#: the stronger no-learning baseline: each INR's density read as an occupancy, its distance from
+#: where that changes sign (a 33^3 grid) at the probe points (gmn_inr.canonical.surface_distance)
+SURFACE = "surface distance"
 NO_MESSAGE_PASSING = "L_R+C, no message passing"
 CONVERSION = "conversion (voxel grid + 3D CNN)"
 MAIN = "L_R+C"
@@ -84,7 +87,7 @@ def goals(report: dict, training, unseen) -> list[str]:
     head = report.get("headline") or headline_table(report, training, unseen)
     ours = head.get(MAIN)
     if ours:
-        for base in (SAMPLED, NO_MESSAGE_PASSING, CONVERSION):
+        for base in (SAMPLED, SURFACE, NO_MESSAGE_PASSING, CONVERSION):
             theirs = head.get(base)
             if not theirs:
                 continue

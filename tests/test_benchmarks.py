@@ -35,19 +35,21 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
             assert row, (loss, train_set)
             assert all(0.0 <= v <= 1.0 for v in row.values())
     # the baselines are rows of the same tables as the encoders (issue 9)
-    for name in ("sampled outputs", "L_R+C, no message passing"):
+    for name in ("sampled outputs", "surface distance", "L_R+C, no message passing"):
         assert set(report["classification"][name]) == set(report["classification"]["L_R+C"]), name
         assert set(report["retrieval"][name]) == set(report["retrieval"]["L_R+C"]), name
     assert set(report["retrieval"]["conversion (voxel grid + 3D CNN)"]) == set(report["retrieval"]["L_R+C"])
     assert report["timing"]["sampled outputs"] > 0 and report["timing"]["L_R+C, no message passing"] > 0
     head = report["headline"]
-    for name in ("L_R+C", "sampled outputs", "L_R+C, no message passing", "conversion (voxel grid + 3D CNN)"):
+    for name in ("L_R+C", "sampled outputs", "surface distance", "L_R+C, no message passing",
+                 "conversion (voxel grid + 3D CNN)"):
         assert head[name]["recall@1"] == report["retrieval"][name]["ALL/ALL"]["1"], name
         assert 0.0 <= head[name]["worst_unseen"] <= 1.0, name
     assert head["sampled outputs"]["worst_family"] == min(
         v for tr, row in report["classification"]["sampled outputs"].items() if tr != "ALL"
         for te, v in row.items() if te in ("MLP", "TRI", "HASH", "OCT") and te != tr)
     assert any("beats sampled outputs" in g for g in report["goals"])
+    assert any("beats surface distance" in g for g in report["goals"]) and report["timing"]["surface distance"] > 0
     for loss in ("L_R", "L_R+C", "L_C"):
         assert "ALL/ALL" in report["retrieval"][loss]
         for pair, r in report["retrieval"][loss].items():

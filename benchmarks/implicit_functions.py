@@ -162,22 +162,22 @@ def sampled_rows(test) -> tuple:
     function reads one (:data:`gmn_inr.canonical.SURFACE_FUNCTIONS`), its distance from its sign
     changes ``[K]`` (else None)."""
     from gmn_inr.baselines import sampled_outputs
-    from gmn_inr.canonical import field_surface
+    from gmn_inr.canonical import record_surface
 
     fields = [r.field() for r in test]
-    return [sampled_outputs(f) for f in fields], [field_surface(f, r.function) for f, r in zip(fields, test)]
+    # the records' cache: the encoders' FunctionCanonical views of the same records reuse these grids
+    return [sampled_outputs(f) for f in fields], [record_surface(r, f) for f, r in zip(fields, test)]
 
 
 def canonical_rows(outputs, surfaces, test) -> dict:
     """The no-learning canonical features of :func:`sampled_rows`' outputs, ``[N, K]`` or ``[N, 2K]``:
     the canonical rows (sign changes), the same with the occupancy distance from the logit's scale,
     and the canonical rows with the side."""
-    rows = zip(outputs, test, surfaces)
+    rows = list(zip(outputs, test, surfaces))
     return {"no learning: canonical outputs at the probe points":
                 torch.stack([canonical_features(o, r.function, surface=s) for o, r, s in rows]),
-            NO_LEARNING_SCALE: torch.stack([canonical_features(o, r.function) for o, r in zip(outputs, test)]),
-            NO_LEARNING_SIDE: torch.stack([canonical_features(o, r.function, side=True, surface=s)
-                                           for o, r, s in zip(outputs, test, surfaces)])}
+            NO_LEARNING_SCALE: torch.stack([canonical_features(o, r.function) for o, r, _ in rows]),
+            NO_LEARNING_SIDE: torch.stack([canonical_features(o, r.function, side=True, surface=s) for o, r, s in rows])}
 
 
 def no_learning_rows(test) -> dict:

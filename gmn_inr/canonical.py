@@ -115,6 +115,21 @@ def canonical_values(values: torch.Tensor, function: str, surface: Optional[torc
     return d.clamp_max(TRUNCATION) / TRUNCATION
 
 
+def _inside(values: torch.Tensor, function: str) -> Optional[torch.Tensor]:
+    """One output channel ``values [..., K]`` (radiance: its density) -> ``[..., K]`` positive inside
+    and negative outside: an occupancy logit, minus an sdf, a density's :func:`density_logit`;
+    None for a udf, which has no sign."""
+    if function == "radiance":
+        return density_logit(values)
+    if function == "occupancy":
+        return values
+    if function == "sdf":
+        return -values
+    if function == "udf":
+        return None
+    raise ValueError(f"unknown function {function!r}; known: radiance, {', '.join(IMPLICIT)}")
+
+
 def canonical_side(values: torch.Tensor, function: str) -> torch.Tensor:
     """An implicit INR's outputs ``values [..., K]`` -> which side of the surface each point is on,
     where the function tells it: ``[..., K]``, +1 inside (sdf < 0, occupancy logit > 0), -1 outside,
@@ -123,30 +138,23 @@ def canonical_side(values: torch.Tensor, function: str) -> torch.Tensor:
     The unsigned distance of :func:`canonical_values` drops this, and where an occupancy INR's
     logits are flat (the cpu zoo's tri-planes: |logit| above half its maximum at 98% of the probe
     points) the sign is all its output says: it matches the SDF's inside/outside at 99% of them."""
-    if function == "radiance":
-        values, function = density_logit(values), "occupancy"
-    if function == "udf":
+    try:
+        inside = _inside(values, function)
+    except ValueError as e:
+        raise ValueError(f"canonical_side: {e}") from None
+    if inside is None:
         return torch.zeros_like(values)
-    if function == "sdf":
-        inside = values < 0
-    elif function == "occupancy":
-        inside = values > 0
-    else:
-        raise ValueError(f"canonical_side: unknown function {function!r}; known: radiance, {', '.join(IMPLICIT)}")
-    return inside.to(values.dtype) * 2 - 1
+    return (inside > 0).to(values.dtype) * 2 - 1
 
 
 def inside_logit(outputs: torch.Tensor, function: str) -> torch.Tensor:
     """Raw outputs ``outputs [P, C]`` of an INR at ``P`` points -> ``[P]``, positive inside and
     negative outside: an occupancy logit, minus an sdf, a radiance field's :func:`density_logit`.
     A udf has no sign: ``ValueError``."""
-    if function == "radiance":
-        return density_logit(outputs[:, 3])
-    if function == "occupancy":
-        return outputs[:, 0]
-    if function == "sdf":
-        return -outputs[:, 0]
-    raise ValueError(f"inside_logit: {function!r} INRs have no inside and outside (known: sdf, occupancy, radiance)")
+    inside = _inside(outputs[:, 3 if function == "radiance" else 0], function)
+    if inside is None:
+        raise ValueError(f"inside_logit: {function!r} INRs have no inside and outside (known: sdf, occupancy, radiance)")
+    return inside
 
 
 #: crossings per distance block in :func:`surface_distance` (bounds its memory: K x this floats)
@@ -279,10 +287,13 @@ def canonical_output_features(field: torch.nn.Module, function: str, side: bool 
 _SURFACES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def record_surface(rec) -> torch.Tensor:
-    """:func:`field_surface` of ``rec.field()``, computed once per record object."""
+def record_surface(rec, field: Optional[torch.nn.Module] = None) -> Optional[torch.Tensor]:
+    """:func:`field_surface` of ``rec.field()`` (or of ``field``, the record's field already read),
+    computed once per record object: a view (:class:`RecordView`) shares its record's."""
+    while isinstance(rec, RecordView):
+        rec = rec._rec
     if rec not in _SURFACES:
-        _SURFACES[rec] = field_surface(rec.field(), rec.function)
+        _SURFACES[rec] = field_surface(rec.field() if field is None else field, rec.function)
     return _SURFACES[rec]
 
 

@@ -43,7 +43,7 @@ import torch
 
 from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_sets, embed_records,  # noqa: F401
                            ensure_zoo, family_labels, git_commit, log)
-from gmn_inr.bench_report import (CONVERSION, NO_MESSAGE_PASSING, SAMPLED, SURFACE, _pct, goals, headline_table,
+from gmn_inr.bench_report import (CONVERSION, EXACT, NO_MESSAGE_PASSING, SAMPLED, SURFACE, _pct, goals, headline_table,
                                   markdown)
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
 from gmn_inr.zoo.dataset import RecordView
@@ -173,6 +173,25 @@ def surface_distance_baseline(recs, n_classes, bp: BenchPreset) -> tuple[dict, d
 
     return no_learning_baseline(recs, n_classes, bp, lambda f: canonical_output_features(f, "radiance"),
                                 "distance from the density's sign changes at the probe points")
+
+
+def exact_geometry_ceiling(store, recs, n_classes, bp: BenchPreset) -> tuple[dict, dict]:
+    """Not a method but the ceiling of every one: each INR replaced by its object's *exact* signed
+    distance at the probe points (from the zoo's shape, truncated to the surface-distance row's
+    band), through the same classifiers and retrieval. Every architecture of an object gets the
+    same vector, so what this row misses is what the classes leave ambiguous to this classifier,
+    trained on this many objects; no encoder can be expected above it."""
+    from graphs.probe import probe_points
+    from gmn_inr.canonical import TRUNCATION
+    from gmn_inr.zoo.build import manifest_shape
+
+    log("ceiling: each object's exact signed distance at the probe points (no INR)")
+    points = probe_points()
+    exact = {o: manifest_shape(o, store.objects[o]).sdf(points).reshape(-1).clamp(-TRUNCATION, TRUNCATION)
+             for o in sorted({r.object_id for r in recs})}
+    z = torch.stack([exact[r.object_id] for r in recs])
+    cls, _ = classification_table(z, recs, n_classes, bp)
+    return cls, retrieval_table(z, recs)
 
 
 def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device: str) -> tuple[dict, dict, dict]:
@@ -417,6 +436,7 @@ def main(argv=None) -> int:
     cls, ret, secs = surface_distance_baseline(recs, n_classes, bp)
     report["classification"][SURFACE], report["retrieval"][SURFACE] = cls, ret
     report["timing"][SURFACE] = secs
+    report["classification"][EXACT], report["retrieval"][EXACT] = exact_geometry_ceiling(store, recs, n_classes, bp)
     stage["baselines"] = time.perf_counter() - t_stage
     report["headline"] = headline_table(report, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
     report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,

@@ -50,6 +50,12 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
         for te, v in row.items() if te in ("MLP", "TRI", "HASH", "OCT") and te != tr)
     assert any("beats sampled outputs" in g for g in report["goals"])
     assert any("beats surface distance" in g for g in report["goals"]) and report["timing"]["surface distance"] > 0
+    # the ceiling: one exact vector per object, so each INR's nearest other INR is its own object
+    # in another architecture, and the goals say how far that ceiling is
+    exact = "exact geometry (ceiling, no INR)"
+    assert set(report["classification"][exact]) == set(report["classification"]["L_R+C"])
+    assert head[exact]["recall@1"] == 1.0 and exact not in report["timing"]
+    assert any("exact geometry reaches" in g for g in report["goals"])
     for loss in ("L_R", "L_R+C", "L_C"):
         assert "ALL/ALL" in report["retrieval"][loss]
         for pair, r in report["retrieval"][loss].items():

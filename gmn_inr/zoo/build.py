@@ -171,6 +171,17 @@ def shape_of(object_id: str, desc: dict):
     return MeshShape(desc["path"], class_name=desc["class_name"], label=desc["label"], object_id=object_id)
 
 
+def manifest_shape(object_id: str, meta: dict):
+    """The shape of a zoo manifest's object entry (``store.objects[object_id]``): its procedural
+    recipe and seed, or its mesh file."""
+    procedural = meta.get("source", "procedural") == "procedural"
+    desc = {"kind": "procedural" if procedural else "mesh", "class_name": meta["class_name"],
+            "label": meta["label"], "path": meta.get("source"),
+            "seed": (meta["seed"] if meta.get("seed") is not None else int(object_id.rsplit("-", 1)[1]))
+            if procedural else None}
+    return shape_of(object_id, desc)
+
+
 # ---------------------------------------------------------------------------------------
 # one chunk of work (runs in the main process or in a worker)
 # ---------------------------------------------------------------------------------------

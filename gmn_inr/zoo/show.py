@@ -19,7 +19,7 @@ def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[s
 
     from gmn_inr.render import orbit_cameras, render_image
 
-    from .build import shape_of
+    from .build import manifest_shape
     from .store import open_store
 
     store = open_store(zoo_dir)
@@ -48,17 +48,12 @@ def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[s
     cols = ["truth", *archs]
     fig, axes = plt.subplots(len(chosen), len(cols), figsize=(1.6 * len(cols), 1.6 * len(chosen)), squeeze=False)
     for i, oid in enumerate(chosen):
-        meta = store.objects[oid]
-        procedural = meta.get("source", "procedural") == "procedural"
-        desc = {"kind": "procedural" if procedural else "mesh", "class_name": meta["class_name"],
-                "label": meta["label"], "path": meta.get("source"),
-                "seed": (meta["seed"] if meta.get("seed") is not None else int(oid.rsplit("-", 1)[1]))
-                if procedural else None}
+        shape = manifest_shape(oid, store.objects[oid])
         for j, col in enumerate(cols):
             ax = axes[i, j]
             ax.axis("off")
             if col == "truth":
-                img = render_image(ground_truth_radiance(shape_of(oid, desc)), c2w, size, size)
+                img = render_image(ground_truth_radiance(shape), c2w, size, size)
             elif col in by_obj[oid]:
                 img = render_image(by_obj[oid][col].field(), c2w, size, size)
             else:

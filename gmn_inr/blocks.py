@@ -80,6 +80,47 @@ def edge_structure(src: torch.Tensor, dst: torch.Tensor, n: int) -> EdgeStructur
                          torch.cumsum(count_s, 0) - count_s)
 
 
+#: odd 63-bit multipliers that fold a node's feature bits into one int64 key (:func:`shared_sources`)
+_KEY_MULTIPLIERS = (torch.randint(1, 2 ** 62, (64,), generator=torch.Generator().manual_seed(14)) * 2 + 1)
+
+
+def shared_sources(x: torch.Tensor, dst: torch.Tensor, keep_nodes: Optional[torch.Tensor] = None):
+    """Which nodes every block computes identically, so a forward can compute each group once.
+
+    A node that receives no edge is updated from its own state alone (its message mean is 0), so
+    two such nodes that start bit-identical stay identical through every block, whatever their
+    outgoing edges carry: a hash grid's hashed entries of one level (3 in 4 of a hash graph's
+    nodes) are such nodes. ``x [N, F]`` the nodes' input features, ``dst [E]`` the edges'
+    receivers, ``keep_nodes [M]`` nodes never to merge (those that read a probe row). Returns
+    ``None`` when no two nodes merge, else ``(keep [N'], node_map [N])``: the nodes kept (one per
+    group, in node order) and each node's index among them. Rows merge only when their bits are
+    equal (a collision of the folded key is checked and left unmerged)."""
+    n = x.shape[0]
+    free = torch.bincount(dst, minlength=n) == 0
+    if keep_nodes is not None and keep_nodes.numel():
+        free[keep_nodes] = False
+    cand = free.nonzero().squeeze(1)
+    if cand.numel() < 2 or x.shape[1] > _KEY_MULTIPLIERS.shape[0]:
+        return None
+    bits = x.index_select(0, cand).contiguous()
+    bits = bits.view(torch.int32 if bits.element_size() == 4 else torch.int64).long()     # [C, F]
+    key = (bits * _KEY_MULTIPLIERS[:x.shape[1]].to(bits.device)).sum(1)                   # wraps: a hash
+    uniq, inv = torch.unique(key, return_inverse=True)
+    if uniq.shape[0] == cand.shape[0]:
+        return None
+    first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=x.device).scatter_reduce_(0, inv, cand, "amin")
+    rep = first.index_select(0, inv)                                                      # [C]
+    pos = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    pos[cand] = torch.arange(cand.shape[0], device=x.device)
+    same = (bits == bits.index_select(0, pos.index_select(0, rep))).all(1)
+    target = torch.arange(n, device=x.device)
+    target[cand[same]] = rep[same]
+    keep = (target == torch.arange(n, device=x.device)).nonzero().squeeze(1)
+    slot = torch.empty(n, dtype=torch.long, device=x.device)
+    slot[keep] = torch.arange(keep.shape[0], device=x.device)
+    return keep, slot.index_select(0, target)
+
+
 class _GMNBlockFn(torch.autograd.Function):
     """The efficient block as one autograd node, with a hand-written backward.
 

@@ -42,7 +42,7 @@ from torch import nn
 from graphs.layout import (DENSITY_CHANNEL, E_LAYER, E_LEVEL, E_TYPE, E_VALUE, EDGE_DIM, LAYER_SCALE, LEVEL_SCALE,
                            N_TYPE, NODE_DIM, NUM_EDGE_TYPES, NUM_NODE_TYPES, NodeType, output_channel)
 from graphs.graph import batch_graphs  # noqa: F401  (one batching function; importable from here too)
-from gmn_inr.blocks import ConcatGMNLayer, GMNLayer, edge_structure, pooled_relu_linear  # noqa: F401
+from gmn_inr.blocks import ConcatGMNLayer, GMNLayer, edge_structure, pooled_relu_linear, shared_sources  # noqa: F401
 from graphs.probe import NUM_PROBES
 
 _NODE_REST = [c for c in range(NODE_DIM) if c != N_TYPE]
@@ -97,6 +97,10 @@ class EncoderConfig:
     #: geometry_dim`` columns. The training model decodes from those only and applies SigLIP and L2
     #: to the geometry columns only (:meth:`GMNEncoder.split_geometry`). 0: no geometry head.
     geometry_dim: int = 0
+    #: compute once per group the nodes that receive no edge and start bit-identical (a hash
+    #: grid's hashed entries of one level: :func:`gmn_inr.blocks.shared_sources`); the embedding is
+    #: the same function either way, this only skips repeated work (hash graphs: about 4x fewer nodes)
+    merge_sources: bool = True
 
     def validate(self) -> None:
         for k in ("hidden", "embed_dim", "value_freqs"):
@@ -144,10 +148,12 @@ class GMNEncoder(nn.Module):
     def __init__(self, hidden: int = 128, layers: int = 4, embed_dim: int = 1024,
                  value_freqs: int = 64, efficient: bool = True, probe_dim: int = NUM_PROBES,
                  output_readout: bool = True, probe_readout: bool = False, value_norm: bool = False,
-                 embed_norm: bool = False, value_baseline: bool = False, geometry_dim: int = 0):
+                 embed_norm: bool = False, value_baseline: bool = False, geometry_dim: int = 0,
+                 merge_sources: bool = True):
         super().__init__()
         self.config = EncoderConfig(hidden, layers, embed_dim, value_freqs, efficient, probe_dim, output_readout,
-                                    probe_readout, value_norm, embed_norm, value_baseline, geometry_dim)
+                                    probe_readout, value_norm, embed_norm, value_baseline, geometry_dim,
+                                    merge_sources)
         self.config.validate()
         h = hidden
         rest = embed_dim - geometry_dim           # the columns of the edge / output-neuron readouts
@@ -342,12 +348,22 @@ class GMNEncoder(nn.Module):
 
     def _embed(self, edge_attr, x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index):
         """Pre-encoder, blocks and readout: ``[G, D]`` before ``embed_norm``."""
-        h = self.encode_nodes(x, probe, probe_index)
+        merged = shared_sources(x, dst, probe_index) if self.config.merge_sources and len(self.blocks) else None
+        if merged is None:
+            h = self.encode_nodes(x, probe, probe_index)
+            b_src, b_dst, b_inv = src, dst, inv_deg
+        else:                      # the blocks run on one node per group of identical sources
+            keep, node_map = merged
+            h = self.encode_nodes(x.index_select(0, keep), probe,
+                                  None if probe_index is None else node_map.index_select(0, probe_index))
+            b_src, b_dst, b_inv = node_map.index_select(0, src), node_map.index_select(0, dst), inv_deg.index_select(0, keep)
         e = self.encode_edges(edge_attr, edge_graph)
         # the receivers' and senders' orderings are the same for every block: sorted once per forward
-        structure = edge_structure(src, dst, h.shape[0]) if any(isinstance(b, GMNLayer) for b in self.blocks) else None
+        structure = edge_structure(b_src, b_dst, h.shape[0]) if any(isinstance(b, GMNLayer) for b in self.blocks) else None
         for block in self.blocks:
-            h, e = block(h, e, src, dst, inv_deg, structure)
+            h, e = block(h, e, b_src, b_dst, b_inv, structure)
+        if merged is not None:
+            h = h.index_select(0, merged[1])                   # every node's state, for the readouts
         return self._readout(h, e, x, edge_graph, node_graph, num_graphs, probe, probe_index)
 
     def _probe_inputs(self, batch, n_nodes: int, dtype: torch.dtype):

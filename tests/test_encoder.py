@@ -341,3 +341,39 @@ def test_chunked_pooled_readout_equals_autograd():
         grads = torch.autograd.grad((out * g).sum(), [e, lin.weight, lin.bias])
         for a, b in zip(grads, ref_grads):
             assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_identical_sources_are_computed_once_with_the_same_embedding_and_gradients():
+    """A hash grid's hashed entries of one level receive no edge and start bit-identical: the
+    encoder runs its blocks on one node per such group, and the embedding and every parameter's
+    gradient equal those of the encoder that runs every node (float64, so only summation order
+    differs)."""
+    from gmn_inr.blocks import shared_sources
+
+    graphs = [to_graph(_field("HASH")), to_graph(_field("MLP")), to_graph(_field("HASH", seed=1))]
+    b = batch_graphs(graphs)
+    n = b.x.shape[0]
+    src, dst = b.edge_index
+    keep, node_map = shared_sources(b.x, dst, b.probe_index)
+    assert keep.shape[0] < n // 2                                    # most hash entries merge
+    assert torch.equal(node_map.index_select(0, keep), torch.arange(keep.shape[0]))
+    # only nodes without incoming edges or probe rows merge, and only onto bit-identical rows
+    merged = torch.ones(n, dtype=torch.bool)
+    merged[keep] = False
+    receives = torch.bincount(dst, minlength=n) > 0
+    assert not (merged & receives).any() and not merged[b.probe_index].any()
+    assert torch.equal(b.x, b.x[keep][node_map])
+    # a graph with nothing to merge (an MLP's nodes all differ) is left as it is
+    m = batch_graphs([to_graph(_field("MLP"))])
+    assert shared_sources(m.x, m.edge_index[1], m.probe_index) is None
+
+    torch.manual_seed(0)
+    enc = GMNEncoder.from_preset("tiny").double()
+    ref = GMNEncoder.from_preset("tiny", merge_sources=False).double()
+    ref.load_state_dict(enc.state_dict())
+    z, z_ref = enc(b), ref(b)
+    assert torch.allclose(z, z_ref, atol=1e-12)
+    z.square().sum().backward()
+    z_ref.square().sum().backward()
+    for (name, p), q in zip(enc.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-10, rtol=1e-8), name

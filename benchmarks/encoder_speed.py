@@ -188,10 +188,14 @@ def block_goal(family: str, preset: str, hidden: int, repeats: int, device: str 
     # sources (gmn_inr.blocks.shared_sources); the plain block, as the reference implementations
     # do, runs on every node
     merged = shared_sources(graph.x.to(dev), dst, graph.probe_index.to(dev))
-    keep, node_map = merged if merged is not None else (torch.arange(n, device=dev), torch.arange(n, device=dev))
-    graphs = {"same": (x, src, dst, inv_deg),
-              "run": (x.index_select(0, keep), node_map.index_select(0, src), node_map.index_select(0, dst),
-                      inv_deg.index_select(0, keep))}
+    graphs = {"same": (x, src, dst, inv_deg)}
+    if merged is None:                    # nothing merges: the graph as run is the same graph
+        keep, node_map = torch.arange(n, device=dev), torch.arange(n, device=dev)
+        graphs["run"] = graphs["same"]
+    else:
+        keep, node_map = merged
+        graphs["run"] = (x.index_select(0, keep), node_map.index_select(0, src), node_map.index_select(0, dst),
+                         inv_deg.index_select(0, keep))
     grads = {k: (g[0].clone().requires_grad_(), e.clone().requires_grad_()) for k, g in graphs.items()}
 
     def infer(layer, which="same"):

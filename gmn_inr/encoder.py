@@ -319,7 +319,9 @@ class GMNEncoder(nn.Module):
         deg = torch.bincount(dst, minlength=x.shape[0]).clamp_min(1)
         inv_deg = (1.0 / deg.to(x.dtype)).unsqueeze(1)            # nodes without inputs get a = 0
         edge_graph = node_graph.index_select(0, src)
-        args = (x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index)
+        # found once per forward: the value-baseline pass below runs the same graph again
+        merged = shared_sources(x, dst, probe_index) if self.config.merge_sources and len(self.blocks) else None
+        args = (x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index, merged)
         z = self._embed(edge_attr, *args)
         z, geometry = self.split_geometry(z)      # value_baseline and embed_norm act on the rest only
         if self.config.value_baseline:
@@ -346,9 +348,9 @@ class GMNEncoder(nn.Module):
             raise ValueError(f"side rows must be [G={num_graphs}, {self.config.probe_dim}], got {tuple(side.shape)}")
         return self.geometry_side(side.to(dtype))
 
-    def _embed(self, edge_attr, x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index):
-        """Pre-encoder, blocks and readout: ``[G, D]`` before ``embed_norm``."""
-        merged = shared_sources(x, dst, probe_index) if self.config.merge_sources and len(self.blocks) else None
+    def _embed(self, edge_attr, x, src, dst, inv_deg, edge_graph, node_graph, num_graphs, probe, probe_index, merged):
+        """Pre-encoder, blocks and readout: ``[G, D]`` before ``embed_norm``. ``merged``:
+        :func:`shared_sources` of the graph (None: the blocks run every node)."""
         if merged is None:
             h = self.encode_nodes(x, probe, probe_index)
             b_src, b_dst, b_inv = src, dst, inv_deg

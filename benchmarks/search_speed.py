@@ -16,22 +16,20 @@ import argparse
 import json
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import gmn_inr  # noqa: F401  (first: it shortens OpenMP's spin-wait before torch loads)
+import torch
+
+from gmn_inr.embedder import Embedder
+from gmn_inr.encoder import GMNEncoder
+from gmn_inr.fields import arch_spec_for, build_field
+from gmn_inr.search import SearchIndex, build_index, faiss_available
+from graphs import to_graph
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import gmn_inr  # noqa: E402,F401  (first: it shortens OpenMP's spin-wait before torch loads)
-import torch  # noqa: E402
-
-from gmn_inr.embedder import Embedder  # noqa: E402
-from gmn_inr.encoder import GMNEncoder  # noqa: E402
-from gmn_inr.fields import arch_spec_for, build_field  # noqa: E402
-from gmn_inr.search import SearchIndex, build_index, faiss_available  # noqa: E402
-from graphs import to_graph  # noqa: E402
 
 
 def cheap_inrs(n: int, seed: int = 0):

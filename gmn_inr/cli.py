@@ -16,7 +16,7 @@ import sys
 #: subcommand -> (module, help)
 SUBCOMMANDS = {
     "demo": ("gmn_inr.demo", "convert one INR of each family and print the parameter graphs' sizes"),
-    "zoo": ("gmn_inr.zoo.cli", "build, inspect and show an INR zoo"),
+    "zoo": ("gmn_inr.io.cli", "build, inspect and show an INR zoo; import INR files into a store"),
     "train": ("gmn_inr.training.cli", "train the graph meta-network encoder"),
     "embed": ("gmn_inr.embedder", "embed every INR of a store with a trained encoder"),
     "search": ("gmn_inr.search", "build an on-disk nearest-neighbour index of a store; query it with INR files or keys"),

@@ -10,8 +10,8 @@ INRs straight into one (fields of one architecture together, from its cached tem
 """
 from . import layout
 from .graph import GraphBuilder, GraphError, ParameterGraph, batch_graphs, edge_features, node_features
-from .registry import (ENTRY_POINT_GROUP, UnregisteredArchitectureError, UntraceableModuleError, find_converter,
-                       register_converter, registered_types, to_graph)
+from .registry import (ENTRY_POINT_GROUP, UnregisteredArchitectureError, find_converter, register_converter,
+                       registered_types)
 from .mlp import add_field_mlp, add_linear, add_mlp, encoding_input_nodes, raw_input_nodes  # noqa: E402  (registers)
 from .cells import add_grid_channels, add_storage_cells  # noqa: E402
 from .triplane import add_triplane  # noqa: E402
@@ -19,7 +19,7 @@ from .hashgrid import add_hash_grid  # noqa: E402
 from .octree import add_octree  # noqa: E402
 from .tcnn import hash_encoding_from_tcnn, tcnn_to_graph  # noqa: E402
 from .traced import TraceError, trace_to_graph  # noqa: E402
-from .template import to_batch  # noqa: E402
+from .convert import UntraceableModuleError, to_batch, to_graph  # noqa: E402
 
 __all__ = [
     "ENTRY_POINT_GROUP", "GraphBuilder", "GraphError", "ParameterGraph", "TraceError", "UnregisteredArchitectureError",

@@ -1,4 +1,4 @@
-"""The converter registry: ``@register_converter(ModuleType)`` and ``to_graph(module)``.
+"""The converter registry: ``@register_converter(ModuleType)`` and the lookup ``find_converter``.
 
 Third-party packages add architectures through the ``gmn_inr.graph_converters`` entry-point
 group: each entry point names a module (or object) whose import registers converters.
@@ -8,10 +8,8 @@ from __future__ import annotations
 import warnings
 from typing import Callable, Dict, Type
 
-import torch
 from torch import nn
 
-from .graph import GraphError
 
 ENTRY_POINT_GROUP = "gmn_inr.graph_converters"
 
@@ -99,56 +97,3 @@ def check_finite(module: nn.Module) -> None:
         if big > MAX_PARAMETER_ABS:
             raise ValueError(f"parameter {name!r} of {type(module).__name__} holds a value of magnitude {big:.3g}, "
                              f"over {MAX_PARAMETER_ABS:g}: it would overflow the graph's features")
-
-
-def to_graph(module: nn.Module):
-    """Convert ``module`` into a :class:`~graphs.ParameterGraph` through the registry."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"to_graph takes an nn.Module, got {type(module).__name__}")
-    check_finite(module)                   # once, for every path below
-    module = _as_float32(module)
-    try:
-        converter = find_converter(module)
-    except UnregisteredArchitectureError as exc:
-        with torch.no_grad():
-            return _tracing_fallback(module, exc)(module).validate()
-    if getattr(converter, "uses_template", False):
-        from .template import templatable
-
-        if templatable(module):
-            # checked in the template path: every parameter (one edge value each) and probe row once,
-            # the structure once per spec
-            with torch.no_grad():
-                return converter(module)
-    with torch.no_grad():
-        return converter(module).validate()
-
-
-def _as_float32(module: nn.Module) -> nn.Module:
-    """A float32 copy of a module whose floating parameters or buffers are another dtype (float64,
-    float16, bfloat16): graphs hold float32 features and the probe points are float32, so the module
-    is converted (exactly for float16 / bfloat16) rather than left to fail with a dtype error. tcnn
-    modules (half precision by design) are left to their converters."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    if all(not t.is_floating_point() or t.dtype == torch.float32 for t in tensors) or \
-            type(module).__module__.startswith("tinycudann"):
-        return module
-    import copy
-
-    return copy.deepcopy(module).float()
-
-
-class UntraceableModuleError(UnregisteredArchitectureError, GraphError):
-    """No converter is registered for the module's type and tracing it failed too."""
-
-
-def _tracing_fallback(module: nn.Module, unregistered: UnregisteredArchitectureError) -> Converter:
-    """A module with no registered converter is traced (``graphs.traced``); when that fails the
-    error names the operation tracing could not place, then the recipe for a converter."""
-    from .traced import TraceError, trace_to_graph
-
-    try:
-        graph = trace_to_graph(module)
-    except TraceError as exc:
-        raise UntraceableModuleError(f"tracing {type(module).__name__} as an MLP failed: {exc}\n{unregistered}") from None
-    return lambda _m: graph

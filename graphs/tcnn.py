@@ -14,7 +14,8 @@ from gmn_inr.fields.hashgrid import HashGridEncoding, hash_levels
 from gmn_inr.fields.spec import SpecError
 
 from .graph import ParameterGraph
-from .registry import register_converter, to_graph
+from .convert import to_graph
+from .registry import register_converter
 
 
 def tcnn_to_graph(params: torch.Tensor, config: dict | str, n_output_dims: int = 4) -> ParameterGraph:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -272,30 +272,7 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def to_batch(modules: Iterable[nn.Module], device: Optional[torch.device | str] = None):
-    """Many INRs -> one PyG ``Batch``, equal to ``batch_graphs([to_graph(m) for m in modules])``.
-
-    Fields of one built-in dense architecture (the common case: a zoo's INRs of one spec) are
-    converted together from their template; anything else (octrees, traced or plug-in modules,
-    a mix of architectures) is converted one at a time, grouped runs of one spec still batched.
-    """
-    from .graph import batch_graphs
-    from .registry import check_finite, find_converter, to_graph
-
-    modules = list(modules)
-    if not modules:
-        raise ValueError("to_batch needs at least one module")
-    first = modules[0]
-    same = templatable(first) and all(type(m) is type(first) and templatable(m) and m.spec == first.spec
-                                      for m in modules)
-    if same and getattr(find_converter(first), "uses_template", False):
-        key = (type(first), first.spec)
-        if key not in _CACHE:
-            to_graph(first)                     # the family's converter builds and caches the template
-        tpl = _CACHE.get(key)
-        if tpl is not None:
-            for m in modules:
-                check_finite(m)                 # the bounds to_graph checks, for every INR
-            b = tpl.convert_batch(modules)
-            return b.to(device) if device is not None else b
-    return batch_graphs([to_graph(m) for m in modules], device=device)
+def cached_template(field) -> Optional[GraphTemplate]:
+    """The template of ``field``'s spec if one was built, else None (nothing is built)."""
+    with _LOCK:
+        return _CACHE.get((type(field), field.spec))

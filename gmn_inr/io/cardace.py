@@ -26,7 +26,7 @@ from torch import nn
 from gmn_inr.fields import ArchSpec, MLPSpec, SpecError, TriplaneSpec, build_field
 from gmn_inr.fields.spec import CARDACE_ENCODING
 
-from .formats import FormatError
+from .common import FormatError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import nn
 
-from .formats import FormatError, _torch_state
+from .common import FormatError, read_torch_state
 from .reference import DeepSDFDecoder, DeepSDFShape
 
 _LIN = re.compile(r"^(?:module\.)?lin(\d+)\.(weight|weight_g|weight_v|bias)$")
@@ -124,7 +124,7 @@ def load_deepsdf(path: str | Path, latent: Union[None, str, Path, torch.Tensor] 
     ``[..., L + 3]``, latent first), or with ``latent`` (a ``[L]`` / ``[N, L]`` tensor or a latent-code
     file, row ``index``) the :class:`DeepSDFShape` of that shape: ``xyz [..., 3] -> sdf [..., 1]``."""
     path = Path(path)
-    state = _torch_state(path)
+    state = read_torch_state(path)
     if not is_deepsdf_checkpoint(state):
         raise FormatError(f"{path} is not a DeepSDF checkpoint: it needs 'model_state_dict' holding lin<k> "
                           f"layers, its keys are {sorted(state)[:6]}")

@@ -31,12 +31,12 @@ from torch import nn
 
 from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, SpecError, load_field
 
+from .common import FormatError, read_safetensors, read_torch_state, tcnn_mlp_weights
+from .deepsdf import is_deepsdf_checkpoint
+from .nglod import is_nglod_state
+
 FIELD_FORMAT = "gmn_inr.field/1"
 FORMATS = ("gmn_inr", "nf2vec", "gmnerf", "cardace", "ingp", "deepsdf", "nglod")
-
-
-class FormatError(ValueError):
-    """A file that is not in the format asked for (or in none that gmn_inr reads)."""
 
 
 def save_field(field: nn.Module, path: str | Path, **meta: str) -> Path:
@@ -52,37 +52,16 @@ def save_field(field: nn.Module, path: str | Path, **meta: str) -> Path:
     return path
 
 
-def _read_safetensors(path: Path) -> tuple[dict, dict]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-    except Exception as exc:
-        raise FormatError(f"{path} is not a readable safetensors file: {exc}") from None
-
-
 def load_gmn_field(path: str | Path) -> nn.Module:
     """A field saved by :func:`save_field` or stored in a zoo (``arch_spec`` in the metadata)."""
     path = Path(path)
-    tensors, meta = _read_safetensors(path)
+    tensors, meta = read_safetensors(path)
     if "arch_spec" not in meta:
         raise FormatError(f"{path} is a safetensors file without 'arch_spec' metadata: not a gmn_inr field")
     try:
         return load_field(ArchSpec.from_json(meta["arch_spec"]), tensors).eval()
     except (SpecError, ValueError) as exc:
         raise FormatError(f"{path}: {exc}") from None
-
-
-def _torch_state(path: Path) -> dict:
-    try:
-        obj = torch.load(str(path), weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise FormatError(f"{path} is not a PyTorch file of tensors (read with weights_only=True): "
-                          f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(obj, dict):
-        raise FormatError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return obj
 
 
 def nf2vec_spec(n_freqs: int = 24, hidden_layers: int = 3, hidden_dim: int = 64, out_dim: int = 4) -> ArchSpec:
@@ -93,10 +72,6 @@ def nf2vec_spec(n_freqs: int = 24, hidden_layers: int = 3, hidden_dim: int = 64,
                     encoding=FrequencySpec(n_freqs=n_freqs, include_input=False, style="tcnn", input_range="unit"))
 
 
-def _pad16(n: int) -> int:
-    return (n + 15) // 16 * 16
-
-
 def load_nf2vec(path: str | Path, n_freqs: int = 24, hidden_layers: int = 3, hidden_dim: int = 64) -> nn.Module:
     """An nf2vec NeRF (``nerf_weights.pth``): ``{'mlp_base.params': flat tcnn parameters}`` -> ``MLPField``.
 
@@ -105,7 +80,7 @@ def load_nf2vec(path: str | Path, n_freqs: int = 24, hidden_layers: int = 3, hid
     padding holds values the network never uses); a Frequency encoding has no parameters. The field
     maps xyz in [-1, 1] (the NeRF's aabb) to the same raw outputs as the tcnn network on [0, 1]."""
     path = Path(path)
-    state = _torch_state(path)
+    state = read_torch_state(path)
     if "mlp_base.params" not in state:
         raise FormatError(f"{path} is not an nf2vec NeRF: no 'mlp_base.params' among its keys "
                           f"{sorted(state)[:6]}")
@@ -120,38 +95,6 @@ def load_nf2vec(path: str | Path, n_freqs: int = 24, hidden_layers: int = 3, hid
         for lin, w in zip(field.mlp.layers, mats):
             lin.weight.copy_(w)
     return field.eval()
-
-
-def tcnn_mlp_weights(params, n_in: int, hidden_layers: int, hidden_dim: int, n_out: int,
-                     what: str) -> list[torch.Tensor]:
-    """The weight matrices ``[out, in]`` (float32) of a tiny-cuda-nn MLP from its flat ``params``
-    (``FullyFusedMLP`` / ``CutlassMLP``: layers back to back, row-major, no biases; the input width
-    padded to a multiple of 16, the output to a multiple of 16), the padding cut off.
-
-    A tcnn ``Frequency`` or ``Identity`` input encoding fills its padding with **1** (a grid
-    encoding with 0): weights on those columns would act as a bias, which a bias-free MLP cannot
-    hold, so a file where they are not all zero is refused (:class:`FormatError`) rather than loaded
-    as a different function. ``what`` names the tensor in errors."""
-    params = torch.as_tensor(params).detach()
-    if not params.is_floating_point():
-        raise FormatError(f"{what} must be floating point, got {params.dtype}")
-    params = params.float().reshape(-1)
-    shapes = [(hidden_dim, _pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) \
-        + [(_pad16(n_out), hidden_dim)]
-    sizes = [a * b for a, b in shapes]
-    if params.numel() != sum(sizes):
-        raise FormatError(f"{what} has {params.numel()} values; the layout implies {sum(sizes)} "
-                          f"(input {n_in} padded to {_pad16(n_in)}, {hidden_layers} x {hidden_dim}, output {n_out} "
-                          f"padded to {_pad16(n_out)})")
-    mats = [chunk.view(a, b) for chunk, (a, b) in zip(torch.split(params, sizes), shapes)]
-    if bool((mats[0][:, n_in:] != 0).any()):
-        raise FormatError(f"{what}: the first layer has non-zero weights on the {_pad16(n_in) - n_in} padding "
-                          f"inputs that tcnn sets to 1 (an implicit bias gmn_inr's bias-free tcnn MLP cannot hold)")
-    if not bool(torch.isfinite(params).all()):
-        raise FormatError(f"{what} holds NaN or inf values")
-    outs = [hidden_dim] * hidden_layers + [n_out]
-    ins = [n_in] + [hidden_dim] * hidden_layers
-    return [m[:o, :i].clone() for m, o, i in zip(mats, outs, ins)]
 
 
 def _lazy(module: str, name: str):
@@ -171,9 +114,6 @@ def _torch_format(state: dict) -> Optional[str]:
         return "gmnerf"
     if "mlp_base.params" in state:
         return "nf2vec"
-    from .deepsdf import is_deepsdf_checkpoint
-    from .nglod import is_nglod_state
-
     if is_deepsdf_checkpoint(state):
         return "deepsdf"
     if is_nglod_state(state):
@@ -196,7 +136,7 @@ def sniff_format(path: str | Path) -> str:
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "gmn_inr"
     if head[:2] == b"PK" or path.suffix in (".pth", ".pt"):
-        state = _torch_state(path)
+        state = read_torch_state(path)
         fmt = _torch_format(state)
         if fmt is not None:
             return fmt

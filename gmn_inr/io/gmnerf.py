@@ -22,7 +22,7 @@ from torch import nn
 
 from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, SpecError, TriplaneSpec, build_field
 
-from .formats import FormatError, _torch_state, tcnn_mlp_weights
+from .common import FormatError, read_torch_state, tcnn_mlp_weights
 
 #: gmnerf's ``TRIPLANE_CONF`` (nf2vec/config.py): the defaults of :func:`load_gmnerf_triplane`
 GMNERF_TRIPLANE = dict(n_freqs=48, hidden_layers=3, hidden_dim=64, activation="Sine", encoding="Frequency")
@@ -60,7 +60,7 @@ def load_gmnerf_triplane(path: str | Path, n_freqs: int = 48, hidden_layers: int
     are read from ``triplane``'s shape; the encoding and MLP sizes (not in the file) default to
     gmnerf's released configuration and are checked against the parameter count."""
     path = Path(path)
-    state = _torch_state(path)
+    state = read_torch_state(path)
     if not is_gmnerf_triplane(state):
         raise FormatError(f"{path} is not a gmnerf tri-plane NeRF: it needs 'triplane' and 'mlp_base.params', "
                           f"its keys are {sorted(state)[:6]}")

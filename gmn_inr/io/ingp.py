@@ -35,7 +35,7 @@ from torch import nn
 from gmn_inr.fields import HashGridField, HashGridSpec, SpecError
 from gmn_inr.fields.hashgrid import hash_levels
 
-from .formats import FormatError, _pad16
+from .common import FormatError, pad16
 
 #: encodings without parameters a NeRF's direction encoding may use
 PARAM_FREE = ("sphericalharmonics", "identity", "frequency", "oneblob", "trianglewave", "composite")
@@ -145,12 +145,12 @@ def _density_field(path: Path, cfg: dict, params: torch.Tensor, outputs: str) ->
         raise FormatError(f"{path}: a {net.get('otype')} density MLP reads {n_in} grid features padded to a multiple "
                           f"of 8, a layout not supported (only 16-aligned)")
     W, H = int(net.get("n_neurons", 128)), int(net.get("n_hidden_layers", 5))
-    n_net = W * _pad16(n_in) + (H - 1) * W * W + _pad16(int(n_out)) * W
+    n_net = W * pad16(n_in) + (H - 1) * W * W + pad16(int(n_out)) * W
     n_grid = hash_levels(grid).n_entries * grid.features_per_level
     Wr, Hr = int(rgb.get("n_neurons", 128)), int(rgb.get("n_hidden_layers", 5))
     n_rgb = params.numel() - n_net - n_grid                          # the direction encoding has no parameters
     rgb_in = (n_rgb - (Hr - 1) * Wr * Wr - 16 * Wr) / Wr
-    if n_rgb <= 0 or rgb_in != int(rgb_in) or rgb_in < _pad16(int(n_out)):
+    if n_rgb <= 0 or rgb_in != int(rgb_in) or rgb_in < pad16(int(n_out)):
         raise FormatError(f"{path}: {params.numel()} parameters do not split into a density MLP ({n_net}), a hash grid "
                           f"({n_grid}) and a {Hr} x {Wr} colour MLP (the remaining {n_rgb})")
     flat = torch.cat([params[:n_net], params[n_net + n_rgb:n_net + n_rgb + n_grid]])

@@ -28,7 +28,7 @@ from gmn_inr.fields import ArchSpec, MLPSpec, OctreeSpec, SpecError
 from gmn_inr.fields.octree import OctreeField
 from gmn_inr.fields.spec import RAW_XYZ
 
-from .formats import FormatError, _torch_state
+from .common import FormatError, read_torch_state
 
 _FM = re.compile(r"^features\.(\d+)\.fm$")
 
@@ -41,7 +41,7 @@ def load_nglod(path: str | Path, lod: Optional[int] = None) -> nn.Module:
     """An NGLOD ``OctreeSDF`` state dict -> ``OctreeField`` (``out_dim=1``: the SDF) at LOD index ``lod``
     (0 = ``base_lod``; default the finest), the same function on xyz in [-1, 1]."""
     path = Path(path)
-    state = _torch_state(path)
+    state = read_torch_state(path)
     if not is_nglod_state(state):
         raise FormatError(f"{path} is not an NGLOD OctreeSDF state dict: it needs 'features.<i>.fm' and "
                           f"'louts.<j>.*', its keys are {sorted(state)[:6]}")

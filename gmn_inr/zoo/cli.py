@@ -1,4 +1,4 @@
-"""``gmn-inr zoo build | info | show``.
+"""``gmn-inr zoo build | info | show`` (``import`` is added by :mod:`gmn_inr.io.cli`).
 
 * ``build --preset {tiny,cpu,paper} --out DIR [--meshes DIR] [--workers N] [--wait]``: build or
   resume a zoo (progress bar per INR with an ETA, then a summary: objects, INRs per family /
@@ -18,8 +18,9 @@ import json
 import sys
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="zoo_command", metavar="{build,info,show,import}")
+def add_arguments(parser: argparse.ArgumentParser, extra: str = ""):
+    """Add ``build``, ``info`` and ``show``; returns the sub-parsers so a higher layer adds more."""
+    sub = parser.add_subparsers(dest="zoo_command", metavar="{build,info,show%s}" % extra)
     sub.required = True
     b = sub.add_parser("build", help="build (or resume) an INR zoo")
     b.add_argument("--preset", choices=("tiny", "cpu", "paper"), default="tiny")
@@ -47,14 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--objects", type=int, default=4)
     s.add_argument("--size", type=int, default=96, help="pixels per image")
     s.add_argument("--split", default=None)
-    m = sub.add_parser("import", help="bring a folder of INR files (labels from sub-folders or a CSV) into a store")
-    m.add_argument("src", help="folder of INR files: SRC/<class>/<file> (or any layout with --labels)")
-    m.add_argument("--out", required=True, help="store directory (created; an earlier import is extended)")
-    m.add_argument("--labels", default=None, help="CSV with columns path, class [, object, split, function]")
-    m.add_argument("--function", default="radiance", help="what the INRs output: radiance | sdf | udf | occupancy")
-    m.add_argument("--format", default=None, help="force a loader (gmn_inr | nf2vec | gmnerf | cardace | ingp | "
-                   "nglod; docs/formats.md); default: from the content")
-    m.add_argument("--skip-unreadable", action="store_true", help="list and skip files no loader reads")
+    return sub
 
 
 def run(args) -> int:
@@ -72,34 +66,7 @@ def run(args) -> int:
         path = show_zoo(args.dir, args.out, n_objects=args.objects, size=args.size, split=args.split)
         print(f"wrote {path}")
         return 0
-    if args.zoo_command == "import":
-        return _import(args)
     raise SystemExit(f"unknown zoo command {args.zoo_command!r}")
-
-
-def _import(args) -> int:
-    from gmn_inr.io.formats import FormatError
-    from gmn_inr.io.importer import import_folder
-
-    from .store import ZooError
-
-    from gmn_inr.atomic import ensure_writable_dir
-
-    from .writer import zoo_lock
-
-    try:
-        ensure_writable_dir(args.out)
-        with zoo_lock(args.out):
-            s = import_folder(args.src, args.out, labels=args.labels, function=args.function, fmt=args.format,
-                              skip_unreadable=args.skip_unreadable)
-    except (FormatError, ZooError, OSError) as exc:
-        print(f"gmn-inr zoo import: error: {exc}", file=sys.stderr)
-        return 2
-    for line in s["unreadable"]:
-        print(f"skipped (unreadable): {line}", file=sys.stderr)
-    print(f"imported {s['imported']} INRs ({s['skipped']} already there, {len(s['unreadable'])} unreadable) of "
-          f"{s['objects']} objects in {s['classes']} classes into {args.out}")
-    return 0
 
 
 def _build(args) -> int:

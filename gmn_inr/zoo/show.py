@@ -63,7 +63,7 @@ def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[s
             if i == 0:
                 ax.set_title(col, fontsize=8)
             if j == 0:
-                ax.text(-0.05, 0.5, meta["class_name"], rotation=90, va="center", ha="right",
+                ax.text(-0.05, 0.5, store.objects[oid]["class_name"], rotation=90, va="center", ha="right",
                         transform=ax.transAxes, fontsize=7)
     fig.tight_layout()
     out = Path(out)

@@ -32,7 +32,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -46,6 +45,7 @@ from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_
 from gmn_inr.bench_report import (CONVERSION, EXACT, NO_MESSAGE_PASSING, SAMPLED, SURFACE, _pct, goals, headline_table,
                                   markdown)
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
+from gmn_inr.provenance import files_digest, machine_meta
 from gmn_inr.zoo.dataset import RecordView
 
 LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = Path(args.runs or f"runs/{args.preset}")
 
-    stage = {}                    # seconds per stage: where the time goes (README, issue 14)
+    stage = {}                    # seconds per stage: where the time goes
     t_stage = time.perf_counter()
     store = ensure_zoo(Path(args.zoo or f"zoo_cache/{args.preset}"), bp.zoo, reuse=args.zoo is not None,
                        functions=("radiance",))
@@ -439,8 +439,8 @@ def main(argv=None) -> int:
     report["classification"][EXACT], report["retrieval"][EXACT] = exact_geometry_ceiling(store, recs, n_classes, bp)
     stage["baselines"] = time.perf_counter() - t_stage
     report["headline"] = headline_table(report, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
-    report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device,
-                      "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    report["meta"] = {"preset": args.preset, "commit": git_commit(), "device": args.device, **machine_meta(),
+                      "zoo_inrs": files_digest(store.root / "inrs"),
                       "date": _dt.datetime.now().isoformat(timespec="seconds"), "zoo": str(store.root),
                       "n_inrs": len(recs), "n_classes": n_classes, "classes": class_names,
                       # the encoder and the classifiers saw train objects only; tests use these

@@ -1,4 +1,4 @@
-"""The headline benchmark's report: the three numbers per method, issue 9's goals and the Markdown.
+"""The headline benchmark's report: the three numbers per method, the goals (each named by what it measures) and the Markdown.
 
 Used by ``benchmarks/unseen_arch.py``; ``training`` / ``unseen`` are the run's architecture sets
 (the built-in ones unless ``--archs`` / ``--plugin`` change them).
@@ -86,7 +86,7 @@ def headline_table(report: dict, training, unseen) -> dict:
 
 def goals(report: dict, training, unseen) -> list[str]:
     out = []
-    # issue 9: the encoder must beat every simpler method by 5 points on each headline number
+    # a learned encoder is worth what it beats: 5 points over every simpler method on each number
     head = report.get("headline") or headline_table(report, training, unseen)
     ours = head.get(MAIN)
     if ours:

@@ -1,4 +1,4 @@
-"""Issue 11's table of adversarial inputs, one test per row: each is refused by a named error (or
+"""Adversarial inputs, one test per kind: each is refused by a named error (or
 handled exactly), and every CLI failure is one line on stderr, exit status 2, no traceback."""
 import json
 import shutil

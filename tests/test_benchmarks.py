@@ -34,7 +34,7 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
         for train_set, row in table.items():
             assert row, (loss, train_set)
             assert all(0.0 <= v <= 1.0 for v in row.values())
-    # the baselines are rows of the same tables as the encoders (issue 9)
+    # the baselines are rows of the same tables as the encoders
     for name in ("sampled outputs", "surface distance", "L_R+C, no message passing"):
         assert set(report["classification"][name]) == set(report["classification"]["L_R+C"]), name
         assert set(report["retrieval"][name]) == set(report["retrieval"]["L_R+C"]), name
@@ -78,8 +78,8 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
     again = json.loads((out / "unseen_arch.json").read_text())
     assert again["training"]["L_R"]["steps"] == report["training"]["L_R"]["steps"] == 12
     assert again["retrieval"] == report["retrieval"]
-    # the classifiers and baselines are trained again in the second run: the same numbers (issue 14:
-    # a run is reproducible for a given thread count)
+    # the classifiers and baselines are trained again in the second run: the same numbers (a run is
+    # reproducible for a given thread count)
     assert again["classification"] == report["classification"]
     assert again["baselines"] == report["baselines"]
 
@@ -98,7 +98,7 @@ def test_search_speed_smoke(tmp_path):
     assert "embed:" in proc.stdout and "recall@10 vs exact" in proc.stdout
 
 
-# -- smoke tests: every script in benchmarks/ runs at tiny sizes (issue 14), so none breaks unnoticed --
+# -- smoke tests: every script in benchmarks/ runs at tiny sizes, so none breaks unnoticed --
 def _run(args, timeout=300):
     proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

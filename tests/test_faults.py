@@ -1,4 +1,4 @@
-"""Fault injection (issue 11): kill -9 at several points of single- and multi-worker zoo builds and of
+"""Fault injection: kill -9 at several points of single- and multi-worker zoo builds and of
 training, resume, compare with the uninterrupted result bit for bit; two builds of one zoo at once;
 missing and corrupt files refitted.
 

@@ -352,7 +352,7 @@ def test_probe_features_are_the_networks_activations(name):
         bad.validate()
 
 
-# -- templates and batched conversion (issue 14) ------------------------------------------------
+# -- templates and batched conversion ------------------------------------------------
 @pytest.mark.parametrize("arch", ["MLP", "TRI-8C", "HASH-3N", "OCT"])
 def test_to_batch_equals_one_at_a_time(arch):
     """graphs.to_batch gives exactly Batch.from_data_list of the one-at-a-time graphs."""

@@ -2,33 +2,17 @@
 
     python benchmarks/implicit_functions.py [--preset {tiny,cpu,paper}] [--zoo DIR] [--arch MLP,HASH] [--out results]
 
-The encoder is trained on pairs of one object's INRs under two different implicit functions
-(same architecture; pairs of every architecture the zoo has sdf/udf/occupancy INRs of, the four
-training families in the cpu zoo, or those of ``--arch``) in four settings: no regularisation (a decoder head per function), L2
-alignment only, INRet's unified decoder only (every embedding decoded as the shape's UDF, taken
-from the object's SDF INR) and both; a fifth row trains the last setting on the raw output rows
-(``--ablation``, default on: what the function-canonical probe rows bring). Every other row reads
-graphs whose output probe row is the function-canonical truncated distance
-(:mod:`gmn_inr.canonical`). One more row trains L2 + unified decoder with an encoder geometry
-head (``EncoderConfig.geometry_dim``, half the embedding: the L2 term reads only those columns, the
-decoders only the others; the head also reads the side row, inside/outside where the function tells
-it, ``gmn_inr.canonical.canonical_side``) and retrieves with the head; beside it, that encoder
-untrained (the head's random projection of the canonical rows and side: nothing else trains the
-head, so it is also the "no regularisation" row of a head), and the same setting with SigLIP
-across the functions of one object added (``R+C+L2``: the package's full loss). For every ordered pair of functions (query A, gallery B), recall@1
-of the same object among the test objects' B-INRs of the query's architecture (pooled over
-architectures; a second table gives each architecture's mean and the mean across architectures,
-where the gallery holds the other architectures' B-INRs); the table reports each pair and their mean,
-beside four rows without learning: the raw and the canonical outputs at the probe points (an
-occupancy INR's distance from its sign changes), the canonical outputs with an occupancy INR's
-distance from its logit's scale instead (the rows before), and the canonical outputs with the side
-row, compared by cosine. INRet: ~10% without, 82% with both. Writes ``OUT/implicit_functions.json``
-and ``.md``.
-
-The geometry <-> appearance table (``--no-cross-modality`` skips it) trains one encoder on SDF
-(every architecture compared above) and radiance INRs (every training family) whose SigLIP and L2 terms read a geometry head of their own, which the
-decoders do not read (``--xmod-geometry-dim``, default half the embedding; 0 = the shared
-embedding of earlier runs), and retrieves with those columns (:func:`cross_modality`).
+The encoder trains on pairs of one object's INRs under two implicit functions (same architecture)
+in four settings: no regularisation, L2 alignment, INRet's unified decoder (every embedding decoded
+as the shape's UDF) and both; then L2 + unified decoder on an encoder geometry head
+(``EncoderConfig.geometry_dim``, which also reads the side row), with and without SigLIP, and
+(``--ablation``) on the raw output rows instead of the function-canonical ones
+(:mod:`gmn_inr.canonical`). Each ordered pair of functions gets recall@1 of the same object among
+the test objects' INRs, pooled over architectures and per architecture, beside four no-learning
+rows (raw and canonical outputs at the probe points, the occupancy distance from the logit's scale,
+canonical outputs with the side). The geometry <-> appearance table (``--no-cross-modality`` skips
+it) trains one encoder on SDF and radiance INRs whose SigLIP and L2 terms read a geometry head
+(``--xmod-geometry-dim``). Writes ``OUT/implicit_functions.json`` and ``.md``.
 """
 from __future__ import annotations
 

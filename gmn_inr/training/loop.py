@@ -97,10 +97,26 @@ def _pick_device(name: str) -> torch.device:
                                  f"processes per node, or train with device='cpu'")
             return torch.device("cuda", rank)
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda[:i]") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     return dev
+
+
+def _home_device(config: TrainConfig, pairs: Sequence, device: torch.device) -> torch.device:
+    """Where :func:`train` returns the model: the device the config names, or with ``auto`` where the
+    inputs are (the first record's field; CPU for the zoo's records), so a caller's CPU graphs
+    embed with the returned encoder whether or not a GPU did the training."""
+    if config.device != "auto":
+        return device
+    try:
+        field = pairs[0][0].field()
+        return next(iter(field.parameters())).device
+    except (AttributeError, IndexError, StopIteration, TypeError):
+        return torch.device("cpu")
 
 
 def _dist_info(device: str = "auto") -> tuple[int, int]:
@@ -119,6 +135,10 @@ def _dist_info(device: str = "auto") -> tuple[int, int]:
 def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resume: bool = True,
           progress: bool = True, stop_after: Optional[int] = None) -> TrainResult:
     """Train (or resume training) the encoder on ``pairs``; returns a :class:`TrainResult`.
+
+    ``config.device``: where the steps run (``auto``: cuda:LOCAL_RANK when visible, else cpu). The
+    caller's records, fields and graphs stay where they are (batches and teachers are copies on the
+    device); the returned model is on ``config.device``, or with ``auto`` on the inputs' device.
 
     ``out_dir``: where checkpoints go (None = none written). ``resume``: continue from
     ``out_dir``'s checkpoint when there is one. ``stop_after``: stop once this step is reached
@@ -224,7 +244,8 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         bar.close()
     if out_dir is not None and rank == 0 and last_saved != end:
         save_checkpoint(out_dir, model, optimizer, end, history)
-    return TrainResult(model=model, step=max(end, start), history=history,
+    model.__dict__.pop("_teachers", None)          # the device copies of the teachers: free them
+    return TrainResult(model=model.to(_home_device(config, pairs, device)), step=max(end, start), history=history,
                        checkpoint=(out_dir / CHECKPOINT_NAME) if out_dir is not None else None,
                        seconds=time.perf_counter() - t0)
 

@@ -10,6 +10,8 @@ global batch with gradient through the local embeddings (see :meth:`GMNModel._co
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -62,7 +64,10 @@ class GMNModel(nn.Module):
         hit = cache.get(key)
         if hit is not None and hit[0] is record:
             return hit[1]
-        f = record.field().to(self.encoder.readout.weight.device)
+        f = record.field()
+        dev = self.encoder.readout.weight.device
+        if any(t.device != dev for t in itertools.chain(f.parameters(), f.buffers())):
+            f = copy.deepcopy(f).to(dev)    # a copy: Module.to moves in place, and the field is the caller's
         if len(cache) >= self.TEACHER_CACHE:
             cache.pop(next(iter(cache)))
         cache[key] = (record, f)

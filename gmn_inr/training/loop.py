@@ -37,6 +37,7 @@ from gmn_inr.losses import combine, same_object_labels
 
 from .config import EVAL_SEED, TrainConfig, one_cycle_lr, seed_of
 from .model import GMNModel
+from .timing import no_times
 
 
 # -- data --------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ def _dist_info(device: str = "auto") -> tuple[int, int]:
 
 
 def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resume: bool = True,
-          progress: bool = True, stop_after: Optional[int] = None) -> TrainResult:
+          progress: bool = True, stop_after: Optional[int] = None, times=None) -> TrainResult:
     """Train (or resume training) the encoder on ``pairs``; returns a :class:`TrainResult`.
 
     ``config.device``: where the steps run (``auto``: cuda:LOCAL_RANK when visible, else cpu). The
@@ -142,7 +143,8 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
 
     ``out_dir``: where checkpoints go (None = none written). ``resume``: continue from
     ``out_dir``'s checkpoint when there is one. ``stop_after``: stop once this step is reached
-    (saving a checkpoint), as an interruption would. Under ``torchrun`` every process calls this
+    (saving a checkpoint), as an interruption would. ``times``: a
+    :class:`~gmn_inr.training.timing.PartTimes` that the steps' parts are timed into. Under ``torchrun`` every process calls this
     with the same arguments; only rank 0 writes.
     """
     config.validate()
@@ -177,6 +179,8 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
 
     device = _pick_device(config.device)
     model = GMNModel.initial(config, functions).to(device)
+    times = times or no_times
+    model.times = times
     if tensors is not None:
         state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         try:
@@ -213,16 +217,20 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         gidx = [rank * n_local + k for k in range(n_local)]
         gidx = gidx + [config.batch_pairs + k for k in gidx]
         seeds = [seed_of(config.seed, step, j) for j in gidx]
-        batch = batch_graphs([r.graph() for r in records], device=device)
+        with times("graphs"):
+            batch = batch_graphs([r.graph() for r in records], device=device)
         # two pairs of one object in a batch are positives for each other, never negatives
         labels = same_object_labels([getattr(pairs[i][0], "object_id", i) for i in idx])
-        terms = net(batch, records, seeds, n_global_inrs, world, labels)
-        total = combine(terms, weights)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        with times("forward"):
+            terms = net(batch, records, seeds, n_global_inrs, world, labels)
+            total = combine(terms, weights)
+        with times("backward"):
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        with times("optimizer"):
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
 
         logged = {k: float(v.detach()) for k, v in terms.items()}
         logged["total"] = float(total.detach())
@@ -245,6 +253,7 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
     if out_dir is not None and rank == 0 and last_saved != end:
         save_checkpoint(out_dir, model, optimizer, end, history)
     model.__dict__.pop("_teachers", None)          # the device copies of the teachers: free them
+    model.times = no_times
     return TrainResult(model=model.to(_home_device(config, pairs, device)), step=max(end, start), history=history,
                        checkpoint=(out_dir / CHECKPOINT_NAME) if out_dir is not None else None,
                        seconds=time.perf_counter() - t0)

@@ -28,6 +28,7 @@ from gmn_inr.losses import (SigLIP, convert_target, implicit_loss, implicit_quer
 from gmn_inr.render import composite, random_rays, sample_along_rays
 
 from .config import INIT_SEED_SALT, TrainConfig, seed_of
+from .timing import no_times
 
 
 class GMNModel(nn.Module):
@@ -47,6 +48,7 @@ class GMNModel(nn.Module):
         self.decoders = (make_decoders(self.encoder.decoded_dim, self.functions, config.preset, config.unified,
                                        **config.decoder) if w.recon > 0 else nn.ModuleDict())
         self.siglip = SigLIP() if w.contrastive > 0 else None
+        self.times = no_times       # train(times=...) sets a PartTimes here
 
     @classmethod
     def initial(cls, config: TrainConfig, functions: Sequence[str]) -> "GMNModel":
@@ -84,7 +86,8 @@ class GMNModel(nn.Module):
         ``seeds [2n]``: one RNG seed per INR; ``labels [B, B]``: SigLIP labels of the global
         batch (None: only pair j matches j). Returns the (local, DDP-scaled) loss terms."""
         w = self.config.weights()
-        z = self.encoder(batch)                                     # [2n, D]
+        with self.times("encoder"):
+            z = self.encoder(batch)                                 # [2n, D]
         n = z.shape[0] // 2
         # with a geometry head, reconstruction reads the first D - D_geo columns and the alignment
         # terms the last D_geo: the rendering loss never reaches the geometry head, nor SigLIP / L2
@@ -128,7 +131,7 @@ class GMNModel(nn.Module):
                     ro, rd = random_rays(cfg.rays_per_inr, g)
                     p, _, d = sample_along_rays(ro, rd, cfg.samples_per_ray, stratified=True, generator=g)
                     p, d = p.to(dev), d.to(dev)
-                    with torch.no_grad():
+                    with torch.no_grad(), self.times("teacher targets"):
                         rgb, sigma = radiance_from_raw(self.teacher(records[i])(p))
                         c, a, _ = composite(rgb, sigma, d, cfg.background)
                     pts.append(p), delta.append(d), t_rgb.append(c), t_acc.append(a)
@@ -142,8 +145,9 @@ class GMNModel(nn.Module):
                 xyz, tgt = [], []
                 for i, g in zip(idx, gens):
                     teacher = self.teacher(records[i])
-                    p, v = implicit_query_points(lambda x: teacher(x.to(dev)).cpu(), cfg.points_per_inr, g,
-                                                 near_fraction=cfg.near_fraction)
+                    with self.times("teacher targets"):
+                        p, v = implicit_query_points(lambda x: teacher(x.to(dev)).cpu(), cfg.points_per_inr, g,
+                                                     near_fraction=cfg.near_fraction)
                     p, v = p.to(dev), v.to(dev)
                     xyz.append(p), tgt.append(convert_target(v, records[i].function, head))
                 pred = dec(zi, torch.stack(xyz)).squeeze(-1)          # [k, P]

@@ -240,7 +240,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--embeddings", default=None, help="or index these embeddings (`gmn-inr embed --out`)")
     b.add_argument("--kind", default="auto", choices=KINDS, help="auto: FAISS when installed (HNSW from 20k rows)")
     b.add_argument("--shard-size", type=int, default=1024, help="records per resumable shard")
-    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--batch-size", type=int, default=None, help="INRs per batch (default: sized to the device)")
     b.add_argument("--device", default=None)
     b.add_argument("--no-progress", action="store_true")
     q = sub.add_parser("query", help="the nearest INRs of INR files or store keys")

@@ -133,6 +133,25 @@ def test_encoder_speed_device_without_cuda_is_one_line():
     assert proc.returncode == 2 and "sees no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    out_json = tmp_path / "gpu_check.json"
+    out = _run([ROOT / "benchmarks" / "gpu_check.py", "--device", "cpu", "--smoke", "--out", out_json,
+                "--work", tmp_path / "work"])
+    report = json.loads(out_json.read_text())
+    assert report["device_arg"] == "cpu" and report["smoke"] and report["commit"]
+    assert set(report["parts"]) == {"tests", "cpu_zoo", "main", "paper_zoo", "paper_train"}
+    assert all("error" not in p for p in report["parts"].values()), report["parts"]
+    goals = report["goals"]
+    assert set(goals) == {"paper_zoo_minutes", "cpu_zoo_minutes", "inrs_per_s_cached", "inrs_per_s_files",
+                          "train_step_seconds", "tests_failed_cuda_visible"}
+    for g in goals.values():
+        assert g["value"] is not None and g["target"] is not None and g["met"] is False    # smoke sizes meet nothing
+    assert report["figures"]["tests"]["failures"] == 0
+    parts = report["figures"]["paper_training"]["seconds_per_part"]
+    assert parts["encoder forward"] > 0 and parts["backward"] > 0
+    assert "where it goes" in out
+
+
 def test_zoo_fit_speed_smoke(tmp_path):
     out_json = tmp_path / "zoo_fit_speed.json"
     _run([ROOT / "benchmarks" / "zoo_fit_speed.py", "--batch", "2", "--steps", "2", "--points", "64", "--preset", "tiny",

@@ -124,6 +124,10 @@ def test_encoder_speed_smoke(tmp_path):
         assert 1 < r["infer_flop_ratio"] <= 2 and isinstance(r["train_goal_met"], bool)
     assert "issue 14 goal" in out
     assert "embedding throughput" in out
+    by_batch = report["batch_sizes"]          # INRs/s per batch size, both block forms, on the CPU here
+    assert {r["batch"] for r in by_batch} == {1, 2} and {r["family"] for r in by_batch} >= {"MLP", "TRI", "HASH", "OCT"}
+    assert all(r["efficient_inrs_per_s"] > 0 and r["plain_inrs_per_s"] > 0 and r["plain_over_efficient"] > 0
+               for r in by_batch)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")

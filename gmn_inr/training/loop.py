@@ -18,6 +18,7 @@ Several processes (``torchrun --nproc_per_node N -m gmn_inr.cli train ...``): ea
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -118,6 +119,13 @@ def _home_device(config: TrainConfig, pairs: Sequence, device: torch.device) -> 
         return next(iter(field.parameters())).device
     except (AttributeError, IndexError, StopIteration, TypeError):
         return torch.device("cpu")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The forward's autocast: bf16 where ``precision`` says so (``auto``: on cuda only; the CPU's
+    bf16 matmuls are no faster there); the losses themselves are computed in float32."""
+    on = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
 def _dist_info(device: str = "auto") -> tuple[int, int]:
@@ -221,7 +229,7 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
             batch = batch_graphs([r.graph() for r in records], device=device)
         # two pairs of one object in a batch are positives for each other, never negatives
         labels = same_object_labels([getattr(pairs[i][0], "object_id", i) for i in idx])
-        with times("forward"):
+        with times("forward"), autocast_for(config.precision, device):
             terms = net(batch, records, seeds, n_global_inrs, world, labels)
             total = combine(terms, weights)
         with times("backward"):

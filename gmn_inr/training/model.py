@@ -31,6 +31,11 @@ from .config import INIT_SEED_SALT, TrainConfig, seed_of
 from .timing import no_times
 
 
+def z_device(batch) -> str:
+    """The device type a PyG batch lives on (what ``torch.autocast`` is keyed by)."""
+    return batch.x.device.type
+
+
 class GMNModel(nn.Module):
     """Encoder + decoder heads + SigLIP parameters; ``forward`` returns the loss terms of a step.
 
@@ -86,7 +91,10 @@ class GMNModel(nn.Module):
         ``seeds [2n]``: one RNG seed per INR; ``labels [B, B]``: SigLIP labels of the global
         batch (None: only pair j matches j). Returns the (local, DDP-scaled) loss terms."""
         w = self.config.weights()
-        with self.times("encoder"):
+        # the encoder runs in float32 even under autocast: its scatters (index_add into float32
+        # buffers) and custom backward passes are written for one dtype; the decoders and teachers
+        # (the rendering) take the bf16 matmuls
+        with self.times("encoder"), torch.autocast(z_device(batch), enabled=False):
             z = self.encoder(batch)                                 # [2n, D]
         n = z.shape[0] // 2
         # with a geometry head, reconstruction reads the first D - D_geo columns and the alignment
@@ -132,11 +140,11 @@ class GMNModel(nn.Module):
                     p, _, d = sample_along_rays(ro, rd, cfg.samples_per_ray, stratified=True, generator=g)
                     p, d = p.to(dev), d.to(dev)
                     with torch.no_grad(), self.times("teacher targets"):
-                        rgb, sigma = radiance_from_raw(self.teacher(records[i])(p))
+                        rgb, sigma = radiance_from_raw(self.teacher(records[i])(p).float())
                         c, a, _ = composite(rgb, sigma, d, cfg.background)
                     pts.append(p), delta.append(d), t_rgb.append(c), t_acc.append(a)
                 pts = torch.stack(pts)                                # [k, R, S, 3]
-                raw = dec(zi, pts)                                    # [k, R, S, 4]
+                raw = dec(zi, pts).float()                            # [k, R, S, 4]: compositing in float32
                 rgb, sigma = radiance_from_raw(raw)
                 pred, _, _ = composite(rgb, sigma, torch.stack(delta), cfg.background)
                 per_inr = rendering_loss(pred, torch.stack(t_rgb), torch.stack(t_acc), reduction="none")
@@ -146,11 +154,11 @@ class GMNModel(nn.Module):
                 for i, g in zip(idx, gens):
                     teacher = self.teacher(records[i])
                     with self.times("teacher targets"):
-                        p, v = implicit_query_points(lambda x: teacher(x.to(dev)).cpu(), cfg.points_per_inr, g,
-                                                     near_fraction=cfg.near_fraction)
+                        p, v = implicit_query_points(lambda x: teacher(x.to(dev)).float().cpu(), cfg.points_per_inr,
+                                                     g, near_fraction=cfg.near_fraction)
                     p, v = p.to(dev), v.to(dev)
                     xyz.append(p), tgt.append(convert_target(v, records[i].function, head))
-                pred = dec(zi, torch.stack(xyz)).squeeze(-1)          # [k, P]
+                pred = dec(zi, torch.stack(xyz)).squeeze(-1).float()  # [k, P]
                 per_inr = implicit_loss(pred, torch.stack(tgt), head, reduction="none")
                 key = "implicit"
             val = per_inr.sum() * scale
@@ -165,6 +173,10 @@ class GMNModel(nn.Module):
         ``log_t``, ``b`` exactly their gradient."""
         if labels is not None:
             labels = labels.to(za.device)
+        with torch.autocast(za.device.type, enabled=False):     # SigLIP's logits in float32
+            return self._siglip_global(za.float(), zb.float(), world, labels)
+
+    def _siglip_global(self, za, zb, world, labels):
         if world == 1:
             return self.siglip(za, zb, labels)
         import torch.distributed as dist

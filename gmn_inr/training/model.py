@@ -134,20 +134,20 @@ class GMNModel(nn.Module):
             gens = [torch.Generator().manual_seed(seeds[i]) for i in idx]
             zi = z[idx]
             if head == "radiance":
-                pts, delta, t_rgb, t_acc = [], [], [], []
-                for i, g in zip(idx, gens):
-                    ro, rd = random_rays(cfg.rays_per_inr, g)
-                    p, _, d = sample_along_rays(ro, rd, cfg.samples_per_ray, stratified=True, generator=g)
-                    p, d = p.to(dev), d.to(dev)
-                    with torch.no_grad(), self.times("teacher targets"):
-                        rgb, sigma = radiance_from_raw(self.teacher(records[i])(p).float())
-                        c, a, _ = composite(rgb, sigma, d, cfg.background)
-                    pts.append(p), delta.append(d), t_rgb.append(c), t_acc.append(a)
-                pts = torch.stack(pts)                                # [k, R, S, 3]
+                with self.times("teacher targets"):
+                    # each INR's rays from its own generator; one copy to the device, one composite
+                    # of every teacher; only the teachers' forwards (fields of any kind) go one by one
+                    rays = [sample_along_rays(*random_rays(cfg.rays_per_inr, g), cfg.samples_per_ray, stratified=True,
+                                              generator=g) for g in gens]
+                    pts = torch.stack([r[0] for r in rays]).to(dev)                  # [k, R, S, 3]
+                    delta = torch.stack([r[2] for r in rays]).to(dev)                # [k, R, S]
+                    with torch.no_grad():
+                        t_raw = torch.stack([self.teacher(records[i])(p).float() for i, p in zip(idx, pts)])
+                        t_rgb, t_acc, _ = composite(*radiance_from_raw(t_raw), delta, cfg.background)
                 raw = dec(zi, pts).float()                            # [k, R, S, 4]: compositing in float32
                 rgb, sigma = radiance_from_raw(raw)
-                pred, _, _ = composite(rgb, sigma, torch.stack(delta), cfg.background)
-                per_inr = rendering_loss(pred, torch.stack(t_rgb), torch.stack(t_acc), reduction="none")
+                pred, _, _ = composite(rgb, sigma, delta, cfg.background)
+                per_inr = rendering_loss(pred, t_rgb, t_acc, reduction="none")
                 key = "render"
             else:
                 xyz, tgt = [], []

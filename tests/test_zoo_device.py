@@ -115,3 +115,14 @@ def test_a_cuda_build_is_a_function_of_its_keys(cpu_zoo, tmp_path):
     for k in ta.keys() & tcpu.keys():
         for n in ta[k]:
             torch.testing.assert_close(ta[k][n], tcpu[k][n], rtol=1e-3, atol=1e-3, msg=f"{k} {n}")
+
+
+def test_zoo_build_with_an_unknown_device_is_one_line(tmp_path, capsys):
+    from gmn_inr.cli import main
+
+    for device, says in (("gpu", "unknown device 'gpu'"),) + ((("cuda", "CUDA is not available"),)
+                                                            if not torch.cuda.is_available() else ()):
+        rc = main(["zoo", "build", "--out", str(tmp_path / "z"), "--device", device, "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
+    assert not (tmp_path / "z" / "manifest.json").exists()

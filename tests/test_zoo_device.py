@@ -93,6 +93,30 @@ def test_device_and_batch_are_checked():
             build_zoo("/nonexistent/never", config=_cfg(), device="cuda", progress=False)
 
 
+@pytest.mark.parametrize("arch", ["MLP", "TRI", "HASH", "OCT"])
+def test_the_fit_and_the_gate_view_stay_on_their_device(arch):
+    """The meta device stands in for a GPU here: any tensor the device path left on the CPU would
+    meet a meta tensor and raise, as it would meet a CUDA one."""
+    from gmn_inr.fields import arch_spec_for
+    from gmn_inr.zoo.batch import FieldStack
+    from gmn_inr.zoo.fit import FitConfig
+    from gmn_inr.zoo.gate import render_gate_views
+
+    spec = arch_spec_for(arch, 4, "tiny")
+    occ = None
+    if arch == "OCT":
+        r = 2 ** spec.grid.lods[-1]
+        occ = [torch.rand(r, r, r, generator=torch.Generator().manual_seed(b)) > 0.5 for b in range(2)]
+    stack = FieldStack(spec, occ, 2, [11, 12], device="meta")
+    y = stack.forward(torch.zeros(2, 5, 3, device="meta"))
+    assert y.shape == (2, 5, 4) and y.device.type == "meta"
+    y.sum().backward()
+    torch.optim.Adam(list(stack.params.values())).step()
+    views = render_gate_views(lambda p: stack.forward(p.reshape(2, -1, 3)).reshape(*p.shape[:-1], 4), 2,
+                              FitConfig(gate_view=4, gate_view_samples=8), device="meta")
+    assert views.shape == (2, 16, 3) and views.device.type == "meta"
+
+
 @pytest.mark.cuda
 def test_a_cuda_build_is_a_function_of_its_keys(cpu_zoo, tmp_path):
     """On the GPU: a rerun and a killed-and-resumed build give the same bytes, another batch size

@@ -150,3 +150,16 @@ def test_zoo_build_with_an_unknown_device_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
     assert not (tmp_path / "z" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("steps,block", [(17, 8), (3, 8), (16, 4)])
+def test_prefetched_point_indices_are_the_inline_draws(steps, block):
+    from gmn_inr.zoo.fit import point_indices
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (5, 99, 1234)]
+
+    inline = list(point_indices(gens(), 1000, 64, steps, torch.device("cpu")))
+    ahead = list(point_indices(gens(), 1000, 64, steps, torch.device("cpu"), prefetch=True, block=block))
+    assert len(inline) == len(ahead) == steps
+    assert all(a.shape == (3, 64) and torch.equal(a, b) for a, b in zip(inline, ahead))

@@ -192,8 +192,7 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
     pool_col = torch.stack([s.color for s in samples]).to(dev)     # [B, P, 3]
     P = pool_pts.shape[1]
     gens = [torch.Generator().manual_seed(s + 1) for s in seeds]     # each INR's own points
-    for _ in range(steps):
-        idx = torch.stack([torch.randint(P, (cfg.points,), generator=g) for g in gens]).to(dev)
+    for idx in point_indices(gens, P, cfg.points, steps, dev, prefetch=dev.type != "cpu"):
         x = torch.gather(pool_pts, 1, idx[..., None].expand(-1, -1, 3))
         d = torch.gather(pool_sdf, 1, idx)
         c = torch.gather(pool_col, 1, idx[..., None].expand(-1, -1, 3))
@@ -219,6 +218,41 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
             m["view_psnr"] = -10 * math.log10(max(mse, 1e-10))
         out.append(FitResult(s.object_id, sd, m, passes(m, cfg), 1, secs))
     return out
+
+
+def point_indices(gens: Sequence[torch.Generator], pool: int, points: int, steps: int, device: torch.device,
+                  prefetch: bool = False, block: int = 8):
+    """Each step's ``[B, points]`` indices into the INRs' pools, INR ``b``'s from ``gens[b]`` (CPU),
+    on ``device``. Inline, one draw per INR per step (the CPU build); with ``prefetch`` a thread
+    draws ``block`` steps per INR at once (the same numbers: a ``[k, n]`` draw from a CPU generator
+    equals ``k`` draws of ``[n]``) into pinned memory and copies them without blocking, so on a GPU
+    the draws overlap the fit's steps instead of adding to them."""
+    if not prefetch:
+        for _ in range(steps):
+            yield torch.stack([torch.randint(pool, (points,), generator=g) for g in gens]).to(device)
+        return
+    import queue
+    import threading
+
+    q: "queue.Queue" = queue.Queue(maxsize=2)
+    pin = device.type == "cuda"
+
+    def draw() -> None:
+        try:
+            for s0 in range(0, steps, block):
+                k = min(block, steps - s0)
+                blk = torch.stack([torch.randint(pool, (k, points), generator=g) for g in gens], 1)   # [k, B, n]
+                q.put(blk.pin_memory() if pin else blk)
+        except BaseException as exc:        # handed to the fitting thread, which raises it
+            q.put(exc)
+
+    threading.Thread(target=draw, daemon=True).start()
+    for s0 in range(0, steps, block):
+        blk = q.get()
+        if isinstance(blk, BaseException):
+            raise blk
+        blk = blk.to(device, non_blocking=True)
+        yield from blk
 
 
 def fit_inrs(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,

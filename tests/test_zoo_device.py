@@ -163,3 +163,45 @@ def test_prefetched_point_indices_are_the_inline_draws(steps, block):
     ahead = list(point_indices(gens(), 1000, 64, steps, torch.device("cpu"), prefetch=True, block=block))
     assert len(inline) == len(ahead) == steps
     assert all(a.shape == (3, 64) and torch.equal(a, b) for a, b in zip(inline, ahead))
+
+
+def test_a_mesh_is_sampled_on_the_cpu_whatever_the_device(tmp_path):
+    """Only shapes that run on any device (``on_device``: the procedural ones) sample there; a
+    mesh's samples come from the CPU path even when the build asks for a GPU."""
+    from gmn_inr.zoo.fit import FitConfig
+    from gmn_inr.zoo.samples import prepare_samples
+    from gmn_inr.zoo.shapes import make_shape
+
+    cfg = FitConfig(pool=512, surface=64, gate_res=4)
+
+    class CpuOnly:
+        on_device = False
+
+        def __init__(self, shape):
+            self.shape, self.object_id = shape, shape.object_id
+
+        def sample_surface(self, n, generator=None):            # no device argument: must not get one
+            return self.shape.sample_surface(n, generator=generator)
+
+        def sdf_and_color(self, p):
+            assert p.device.type == "cpu"
+            return self.shape.sdf_and_color(p)
+
+    shape = make_shape("chair", 1, object_id="chair-1", label=0)
+    a = prepare_samples(CpuOnly(shape), cfg, seed=3, device="cuda")
+    b = prepare_samples(shape, cfg, seed=3)
+    assert torch.equal(a.points, b.points) and torch.equal(a.sdf, b.sdf) and torch.equal(a.gate_sdf, b.gate_sdf)
+
+
+@pytest.mark.cuda
+def test_sampling_on_cuda_gives_the_shapes_truth():
+    from gmn_inr.zoo.fit import FitConfig
+    from gmn_inr.zoo.samples import prepare_samples
+    from gmn_inr.zoo.shapes import make_shape
+
+    cfg = FitConfig(pool=4096, surface=512, gate_res=8)
+    shape = make_shape("chair", 1, object_id="chair-1", label=0)
+    s = prepare_samples(shape, cfg, seed=3, device="cuda")
+    assert s.points.device.type == "cpu" and s.points.shape == (4096, 3)
+    assert float(shape.sdf(s.surface).abs().max()) < 3e-3            # on the surface, by the CPU's sdf
+    torch.testing.assert_close(s.sdf, shape.sdf(s.points), rtol=1e-4, atol=1e-5)

@@ -246,8 +246,8 @@ def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[t
     res = ChunkResult()
     ids = sorted({o for _, _, oids in todo for o in oids})
     shapes = {o: shape_of(o, objects[o]) for o in ids}
-    samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * SAMPLE_SEED_FACTOR + (hash_id(o) % 100000))
-               for o in ids}
+    samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * SAMPLE_SEED_FACTOR + (hash_id(o) % 100000),
+                                  device=device) for o in ids}
     for function, arch, oids in todo:
         spec = arch_spec_for(arch, out_dim_of(function), cfg.arch_preset)
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Every check that needs a GPU, in one run of at most about 8 minutes on one GPU; writes one JSON.
 
     python benchmarks/gpu_check.py [--device cuda] [--out docs/results/gpu_check.json] [--work DIR]
-        [--paper-objects 64] [--paper-steps 200] [--full-suite] [--main]
+        [--paper-objects 48] [--paper-steps 200] [--full-suite] [--main]
     python benchmarks/gpu_check.py --device cpu --smoke --out results/gpu_check_smoke.json   # tiny sizes
 
 Parts, each timed and recorded (an exception is recorded with its part, and the rest still run):
@@ -10,8 +10,8 @@ Parts, each timed and recorded (an exception is recorded with its part, and the 
    (``--full-suite``: the whole suite), through pytest's JUnit report;
 2. the ``cpu`` preset zoo fitted on the device (minutes; the goal is <= 1);
 3. a timed part of the main benchmark on it: the L_R+C encoder trained for the ``cpu`` bench
-   preset's steps, then INRs/s embedding every INR of the zoo with the graphs cached and from the
-   files (``gmn-inr embed``'s path) (``--main`` also runs ``benchmarks/unseen_arch.py`` whole on
+   preset's steps, then INRs/s embedding up to 1,024 INRs of the zoo from their files
+   (``gmn-inr embed``'s path) and again with their graphs cached (``--main`` also runs ``benchmarks/unseen_arch.py`` whole on
    that zoo, which takes longer than the budget);
 4. the ``paper`` preset zoo for ``--paper-objects`` objects, radiance INRs of every architecture:
    seconds per INR per architecture at paper sizes, extrapolated to the full paper zoo's counts
@@ -42,6 +42,10 @@ ONCE_FAILED = ["tests/test_canonical.py::test_unified_decoder_target_is_the_shap
                "tests/test_cross_modal.py::test_cross_modal_training_lowers_every_term_and_pairs_sdf_with_its_nerf"]
 TARGETS = {"paper_zoo_minutes": 30.0, "cpu_zoo_minutes": 1.0, "inrs_per_s_cached": 5000.0,
            "inrs_per_s_files": 1000.0, "train_step_seconds": round(0.62 / 3, 4), "tests_failed_cuda_visible": 0}
+#: INRs embedded from their files (the conversion runs on the CPU: a bounded share of the 8 minutes)
+FILES_SUBSET = 1024
+#: the whole check's budget on one GPU
+BUDGET_S = 480
 AT_MOST = {"paper_zoo_minutes", "cpu_zoo_minutes", "train_step_seconds", "tests_failed_cuda_visible"}
 
 
@@ -126,24 +130,24 @@ def main_part(args, report: dict, zoo: Path, work: Path) -> None:
     dev = torch.device(args.device)
     bs = device_batch_size(dev)
     emb = Embedder(res.encoder, device=dev, batch_size=bs)
-    records = list(open_store(zoo))
+    fresh = list(open_store(zoo))[:FILES_SUBSET]
     t0 = time.perf_counter()
-    emb.embed(records)                                            # from files: read, convert, embed
+    emb.embed(fresh)                                              # from files: read, convert, embed
     files_s = time.perf_counter() - t0
-    emb.embed(records[:bs])                                       # warm
     rates = []
     for _ in range(3):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        emb.embed(records)                                        # graphs now cached on the records
-        rates.append(len(records) / (time.perf_counter() - t0))
-    report["figures"]["embedding"] = {"inrs": len(records), "batch_size": bs, "block_form": emb.block_form,
+        emb.embed(fresh)                                          # graphs now cached on the records
+        rates.append(len(fresh) / (time.perf_counter() - t0))
+    report["figures"]["embedding"] = {"inrs": len(fresh), "batch_size": bs, "block_form": emb.block_form,
                                       "inrs_per_s_cached_runs": [round(r, 1) for r in rates],
-                                      "inrs_per_s_files": round(len(records) / files_s, 1)}
+                                      "inrs_files": len(fresh), "inrs_per_s_files": round(len(fresh) / files_s, 1)}
     report["goals"]["inrs_per_s_cached"] = {"value": round(max(rates), 1), "note": "best of 3 passes"}
-    report["goals"]["inrs_per_s_files"] = {"value": round(len(records) / files_s, 1),
-                                          "note": "one pass, fresh records: read + verify + convert + embed"}
+    report["goals"]["inrs_per_s_files"] = {"value": round(len(fresh) / files_s, 1),
+                                          "note": f"one pass over {len(fresh)} fresh records: read + verify + "
+                                                  f"convert + embed"}
     if args.main and not args.smoke:
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unseen_arch.py"), "--zoo", str(zoo),
                                "--device", args.device, "--out", str(work / "unseen_arch")], cwd=ROOT,
@@ -250,9 +254,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "gpu_check.json"))
     ap.add_argument("--work", default=None, help="where the zoos and runs go (default: a new temporary folder)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (the code path only; any device)")
-    ap.add_argument("--paper-objects", type=int, default=64)
+    ap.add_argument("--paper-objects", type=int, default=48)
     ap.add_argument("--paper-steps", type=int, default=200)
-    ap.add_argument("--paper-budget-s", type=float, default=90.0, help="time for the paper-preset steps")
+    ap.add_argument("--paper-budget-s", type=float, default=60.0, help="time for the paper-preset steps")
     ap.add_argument("--tests-timeout", type=int, default=240)
     ap.add_argument("--full-suite", action="store_true", help="run every test, not only the CUDA ones")
     ap.add_argument("--main", action="store_true", help="also the whole cpu-preset benchmark (beyond the budget)")
@@ -299,6 +303,8 @@ def main(argv=None) -> int:
     part("paper_zoo", lambda: state.__setitem__("paper", paper_zoo(args, report, work)))
     part("paper_train", lambda: paper_training(args, report, state["paper"], work))
     report["seconds_total"] = round(time.perf_counter() - t_all, 1)
+    report["within_budget"] = {"seconds": report["seconds_total"], "budget": BUDGET_S,
+                               "met": report["seconds_total"] <= BUDGET_S}
     for k, target in TARGETS.items():
         g = report["goals"].setdefault(k, {"value": None, "note": "its part did not run (see parts)"})
         v = g["value"]

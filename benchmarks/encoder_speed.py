@@ -9,7 +9,7 @@ Measures, in one run on this machine:
 3. achieved GFLOP/s of each (matmul FLOPs counted by ``torch.utils.flop_counter``);
 4. embedding throughput (INRs/s, graph conversion included) per family, under the ``cpu`` and
    ``paper`` presets (INR sizes and encoder sizes of that preset);
-5. issue 14's goal: one block at the paper's sizes (hidden 128, each family's Table 7 graph),
+5. the block goal: one block at the paper's sizes (hidden 128, each family's Table 7 graph),
    plain against efficient, inference and forward+backward, medians of interleaved runs; goal
    met where the plain block takes at least 2x as long as the efficient block *as run*: on the
    graph the encoder gives it, one node per group of identical sources (``shared_sources``; the
@@ -84,7 +84,7 @@ def blocks_only(enc: GMNEncoder, batch):
     """A closure running only the message-passing blocks (forward + backward) on fixed inputs."""
     x, ei = batch.x, batch.edge_index
     with torch.no_grad():
-        # the encoder reads probe features by default: encode_nodes needs them (issue 14: calling it
+        # the encoder reads probe features by default: encode_nodes needs them (calling it
         # without them crashed the script)
         probe = getattr(batch, "probe", None) if enc.node_probe is not None else None
         h0 = enc.encode_nodes(x, probe, getattr(batch, "probe_index", None) if probe is not None else None)
@@ -186,7 +186,7 @@ def batch_size_table(preset: str, device: str, sizes: list, repeats: int) -> lis
     return rows
 
 
-GOAL_RATIO = 2.0      #: issue 14: the plain block takes at least this many times the efficient one
+GOAL_RATIO = 2.0      #: the block goal: the plain block takes at least this many times the efficient one
 
 
 def _synchronize(device: torch.device) -> None:
@@ -274,7 +274,7 @@ def block_goal(family: str, preset: str, hidden: int, repeats: int, device: str 
 
 
 def print_block_goal(rows: list) -> None:
-    print(f"\none block, plain vs efficient (issue 14 goal: plain >= {GOAL_RATIO:g}x efficient as run), medians:")
+    print(f"\none block, plain vs efficient (block goal: plain >= {GOAL_RATIO:g}x efficient as run), medians:")
     print(f"{'preset':6} {'family':6} {'H':>3} {'nodes':>6} {'as run':>6} {'edges':>6} {'recv':>5} | "
           f"{'infer plain':>11} {'eff':>7} {'x':>5} {'FLOPx':>5} {'run':>7} {'x':>5} {'FLOPx':>5} {'goal':>4} | "
           f"{'train plain':>11} {'eff':>7} {'x':>5} {'FLOPx':>5} {'run':>7} {'x':>5} {'FLOPx':>5} {'goal':>4}")
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plugin", action="append", default=[], help="a file or module registering families")
     ap.add_argument("--smoke", action="store_true", help="tiny preset only, 1 repeat, 2 INRs (the suite's check)")
     ap.add_argument("--goal-only", action="store_true",
-                    help="only the one-block plain-vs-efficient table at the paper's sizes (issue 14's goal)")
+                    help="only the one-block plain-vs-efficient table at the paper's sizes (the block goal)")
     ap.add_argument("--device", default="cpu",
                     help="where the one-block and batch-size tables run (cpu | cuda); the others run on the CPU")
     ap.add_argument("--batch-sizes", default=None,

@@ -116,13 +116,13 @@ def test_encoder_speed_smoke(tmp_path):
     report = json.loads(out_json.read_text())
     assert {r["family"] for r in report["block_comparison"]} >= {"MLP", "TRI", "HASH", "OCT"}
     assert all(r["blocks_speedup"] > 0 and r["max_abs_diff"] < 1e-3 for r in report["block_comparison"])
-    # issue 14's table: one block, plain vs efficient, inference and training, with the goal verdict
+    # the block goal's table: one block, plain vs efficient, inference and training, with the goal verdict
     goal = report["block_goal"]
     assert {r["family"] for r in goal} >= {"MLP", "TRI", "HASH", "OCT"}
     for r in goal:
         assert r["infer_ratio"] > 0 and r["train_ratio"] > 0 and r["max_abs_diff"] < 1e-3
         assert 1 < r["infer_flop_ratio"] <= 2 and isinstance(r["train_goal_met"], bool)
-    assert "issue 14 goal" in out
+    assert "block goal: plain >=" in out
     assert "embedding throughput" in out
     by_batch = report["batch_sizes"]          # INRs/s per batch size, both block forms, on the CPU here
     assert {r["batch"] for r in by_batch} == {1, 2} and {r["family"] for r in by_batch} >= {"MLP", "TRI", "HASH", "OCT"}

@@ -118,9 +118,9 @@ def test_the_fit_and_the_gate_view_stay_on_their_device(arch):
 
 
 @pytest.mark.cuda
-def test_a_cuda_build_is_a_function_of_its_keys(cpu_zoo, tmp_path):
-    """On the GPU: a rerun and a killed-and-resumed build give the same bytes, another batch size
-    the same INRs to float tolerance, and the INRs are the CPU's to fitting tolerance."""
+def test_a_cuda_build_is_a_function_of_its_keys(tmp_path):
+    """On the GPU: a killed-and-resumed build gives the bytes of an uninterrupted one, another batch
+    size the same INRs to float tolerance (not bits: the device's kernels may sum in another order)."""
     assert fit_batch_size(_cfg(), "cuda") >= 256
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     build_zoo(a, config=_cfg(), progress=False, device="cuda")
@@ -132,13 +132,11 @@ def test_a_cuda_build_is_a_function_of_its_keys(cpu_zoo, tmp_path):
     build_zoo(b, config=_cfg(), progress=False, device="cuda")
     assert _digest(b) == _digest(a)
     build_zoo(c, config=_cfg(), progress=False, device="cuda", batch=2)
-    ta, tc, tcpu = _tensors(a), _tensors(c), _tensors(cpu_zoo)
+    ta, tc = _tensors(a), _tensors(c)
+    assert len(ta.keys() & tc.keys()) >= 20
     for k in ta.keys() & tc.keys():
         for n in ta[k]:
             torch.testing.assert_close(tc[k][n], ta[k][n], rtol=1e-4, atol=1e-4, msg=f"{k} {n}")
-    for k in ta.keys() & tcpu.keys():
-        for n in ta[k]:
-            torch.testing.assert_close(ta[k][n], tcpu[k][n], rtol=1e-3, atol=1e-3, msg=f"{k} {n}")
 
 
 def test_zoo_build_with_an_unknown_device_is_one_line(tmp_path, capsys):

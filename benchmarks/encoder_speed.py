@@ -9,7 +9,7 @@ Measures, in one run on this machine:
 3. achieved GFLOP/s of each (matmul FLOPs counted by ``torch.utils.flop_counter``);
 4. embedding throughput (INRs/s, graph conversion included) per family, under the ``cpu`` and
    ``paper`` presets (INR sizes and encoder sizes of that preset);
-5. issue 14's goal: one block at the paper's sizes (hidden 128, each family's Table 7 graph),
+5. the block goal: one block at the paper's sizes (hidden 128, each family's Table 7 graph),
    plain against efficient, inference and forward+backward, medians of interleaved runs; goal
    met where the plain block takes at least 2x as long as the efficient block *as run*: on the
    graph the encoder gives it, one node per group of identical sources (``shared_sources``; the
@@ -84,7 +84,7 @@ def blocks_only(enc: GMNEncoder, batch):
     """A closure running only the message-passing blocks (forward + backward) on fixed inputs."""
     x, ei = batch.x, batch.edge_index
     with torch.no_grad():
-        # the encoder reads probe features by default: encode_nodes needs them (issue 14: calling it
+        # the encoder reads probe features by default: encode_nodes needs them (calling it
         # without them crashed the script)
         probe = getattr(batch, "probe", None) if enc.node_probe is not None else None
         h0 = enc.encode_nodes(x, probe, getattr(batch, "probe_index", None) if probe is not None else None)
@@ -157,7 +157,36 @@ def throughput(preset: str, family: str, n: int, batch_size: int) -> dict:
             "inrs_per_s": n / (t_conv + t_enc), "inrs_per_s_encoder_only": n / t_enc}
 
 
-GOAL_RATIO = 2.0      #: issue 14: the plain block takes at least this many times the efficient one
+def batch_size_table(preset: str, device: str, sizes: list, repeats: int) -> list:
+    """INRs/s of the ``preset`` encoder embedding cached graphs (batching and the copy to the device
+    included) at each batch size, for both block forms, and plain time / efficient time. Every INR
+    is a distinct random field: identical graphs would merge nodes across the batch
+    (``shared_sources``) and flatter the figure."""
+    rows = []
+    for fam in FAMILIES:
+        torch.manual_seed(0)
+        graphs = [to_graph(build_field(arch_spec_for(fam, 4, preset))) for _ in range(max(sizes))]
+        enc = GMNEncoder.from_preset(preset)
+        embs = {form: Embedder(enc, device=device, block_form=form) for form in ("efficient", "plain")}
+        for b in sizes:
+            row = {"preset": preset, "family": fam, "batch": b, "edges_per_inr": graphs[0].num_edges}
+            for form, emb in embs.items():
+                try:      # embed returns CPU tensors: the copy back waits for the device's kernels
+                    row[f"{form}_s"] = best_time(lambda: emb.embed(graphs[:b], batch_size=b), repeats)
+                    row[f"{form}_inrs_per_s"] = b / row[f"{form}_s"]
+                except torch.cuda.OutOfMemoryError:
+                    row[f"{form}_s"] = row[f"{form}_inrs_per_s"] = None
+                    torch.cuda.empty_cache()
+            ok = row["efficient_s"] is not None and row["plain_s"] is not None
+            row["plain_over_efficient"] = row["plain_s"] / row["efficient_s"] if ok else None
+            rows.append(row)
+            fmt = lambda v, spec: format(v, spec) if v is not None else "OOM"   # noqa: E731
+            print(f"{preset:6} {fam:6} {b:6d} {fmt(row['efficient_inrs_per_s'], '12.1f'):>12} "
+                  f"{fmt(row['plain_inrs_per_s'], '10.1f'):>10} {fmt(row['plain_over_efficient'], '8.2f'):>8}")
+    return rows
+
+
+GOAL_RATIO = 2.0      #: the block goal: the plain block takes at least this many times the efficient one
 
 
 def _synchronize(device: torch.device) -> None:
@@ -245,7 +274,7 @@ def block_goal(family: str, preset: str, hidden: int, repeats: int, device: str 
 
 
 def print_block_goal(rows: list) -> None:
-    print(f"\none block, plain vs efficient (issue 14 goal: plain >= {GOAL_RATIO:g}x efficient as run), medians:")
+    print(f"\none block, plain vs efficient (block goal: plain >= {GOAL_RATIO:g}x efficient as run), medians:")
     print(f"{'preset':6} {'family':6} {'H':>3} {'nodes':>6} {'as run':>6} {'edges':>6} {'recv':>5} | "
           f"{'infer plain':>11} {'eff':>7} {'x':>5} {'FLOPx':>5} {'run':>7} {'x':>5} {'FLOPx':>5} {'goal':>4} | "
           f"{'train plain':>11} {'eff':>7} {'x':>5} {'FLOPx':>5} {'run':>7} {'x':>5} {'FLOPx':>5} {'goal':>4}")
@@ -272,9 +301,12 @@ def main(argv=None) -> int:
     ap.add_argument("--plugin", action="append", default=[], help="a file or module registering families")
     ap.add_argument("--smoke", action="store_true", help="tiny preset only, 1 repeat, 2 INRs (the suite's check)")
     ap.add_argument("--goal-only", action="store_true",
-                    help="only the one-block plain-vs-efficient table at the paper's sizes (issue 14's goal)")
+                    help="only the one-block plain-vs-efficient table at the paper's sizes (the block goal)")
     ap.add_argument("--device", default="cpu",
-                    help="where the one-block table runs (cpu | cuda); the other tables run on the CPU")
+                    help="where the one-block and batch-size tables run (cpu | cuda); the others run on the CPU")
+    ap.add_argument("--batch-sizes", default=None,
+                    help="comma-separated batch sizes of the INRs/s table (default 1..1024 on a GPU, 1..64 on the CPU)")
+    ap.add_argument("--batch-only", action="store_true", help="only the INRs/s-per-batch-size table")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
@@ -296,6 +328,18 @@ def main(argv=None) -> int:
     print(f"machine matmul rate: {mm['square_1024']:.1f} GFLOP/s (1024^2 square), "
           f"{mm['edges_50k_x128']:.1f} GFLOP/s ([50000,128] @ [128,128])")
 
+    sizes = ([int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else [1, 2] if args.smoke
+             else [1, 4, 16, 64, 256, 1024] if args.device != "cpu" else [1, 4, 16, 64])
+    bs_preset = "tiny" if args.smoke else "cpu"
+    print(f"\nembedding INRs/s by batch size on {args.device}, {bs_preset} preset, graphs cached "
+          f"(x: plain time / efficient time; the embedder's auto form is the "
+          f"{'plain' if args.device != 'cpu' else 'efficient'} one here):")
+    print(f"{'preset':6} {'family':6} {'batch':>6} {'efficient/s':>12} {'plain/s':>10} {'x':>8}")
+    by_batch = batch_size_table(bs_preset, args.device, sizes, repeats)
+    if args.batch_only:
+        _write(args.out, {"torch": torch.__version__, "device": args.device, "batch_sizes": by_batch})
+        return 0
+
     goal_repeats = 1 if args.smoke else 5 if args.quick else 9
     goal_preset, goal_hidden = ("tiny", 16) if args.smoke else ("paper", 128)
     if args.device != "cpu":
@@ -305,7 +349,7 @@ def main(argv=None) -> int:
     print_block_goal(goal)
     if args.goal_only:
         _write(args.out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load,
-                          "device": args.device,
+                          "device": args.device, "batch_sizes": by_batch,
                           "matmul_gflops": mm, "block_goal": goal,
                           "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None})
         return 0
@@ -339,6 +383,7 @@ def main(argv=None) -> int:
                   f"{r['convert_s_per_inr']*1e3:11.1f}")
 
     _write(args.out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load,
+                      "device": args.device, "batch_sizes": by_batch,
                       "matmul_gflops": mm, "block_goal": goal, "block_comparison": rows, "throughput": tp,
                       "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None})
     return 0

@@ -14,6 +14,9 @@
 """
 from __future__ import annotations
 
+import copy
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +46,13 @@ class FlatWeightsNet(nn.Module):
         return self.net(w)
 
 
+def field_device(field: nn.Module) -> torch.device:
+    """Where a field runs (its first parameter or buffer; CPU for one that has neither): the
+    baselines evaluate it there and return their outputs on that device."""
+    t = next(itertools.chain(field.parameters(), field.buffers()), None)
+    return t.device if t is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def sample_grid(field: nn.Module, res: int = 16, function: str = "radiance") -> torch.Tensor:
     """The INR's values on a ``res^3`` grid of voxel centres: ``[C, res, res, res]``.
@@ -51,7 +61,7 @@ def sample_grid(field: nn.Module, res: int = 16, function: str = "radiance") -> 
     ``1 - exp(-sigma)``); implicit functions: the raw value (C=1), sdf/udf clamped to [-1, 1]."""
     from gmn_inr.fields.activations import radiance_from_raw
 
-    xyz = cell_centres(res)                                   # [res^3, 3], x slowest
+    xyz = cell_centres(res).to(field_device(field))           # [res^3, 3], x slowest
     raw = field(xyz)
     if function == "radiance":
         rgb, sigma = radiance_from_raw(raw)
@@ -70,7 +80,7 @@ def sampled_outputs(field: nn.Module) -> torch.Tensor:
     equal to the probe row of output neuron ``c`` in ``graphs.to_graph(field)``."""
     from graphs.probe import probe_points
 
-    return field(probe_points()).t().contiguous()
+    return field(probe_points().to(field_device(field))).t().contiguous()
 
 
 def output_features(outputs: torch.Tensor) -> torch.Tensor:
@@ -122,22 +132,29 @@ def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 64) -> tor
 
 
 def distill(teacher: nn.Module, student_spec: ArchSpec, steps: int = 300, n_points: int = 2048,
-            lr: float = 5e-3, seed: int = 0) -> nn.Module:
+            lr: float = 5e-3, seed: int = 0, device: "torch.device | str | None" = None) -> nn.Module:
     """Fit a fresh ``student_spec`` field to ``teacher``'s raw outputs at random points in
-    [-1,1]^3 plus points near the teacher's surface/density (INRet's distillation)."""
+    [-1,1]^3 plus points near the teacher's surface/density (INRet's distillation).
+
+    ``device`` (default: the teacher's): where the fit runs; a teacher elsewhere runs as a copy
+    there. The student's initial weights and the points come from CPU generators (the same student
+    on any device, to float tolerance); it is returned on the CPU."""
+    dev = field_device(teacher) if device is None else torch.device(device)
+    if field_device(teacher) != dev:
+        teacher = copy.deepcopy(teacher).to(dev)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    student = build_field(student_spec)
+    student = build_field(student_spec).to(dev)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     for _ in range(steps):
-        x = torch.rand(n_points, 3, generator=gen) * 2 - 1
+        x = (torch.rand(n_points, 3, generator=gen) * 2 - 1).to(dev)
         with torch.no_grad():
             target = teacher(x)
         loss = F.mse_loss(student(x), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return student.eval()
+    return student.cpu().eval()
 
 
 def class_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:

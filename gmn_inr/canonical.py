@@ -46,8 +46,9 @@ implicit INR of a pair reconstruct the *shape's* UDF, taken from the same object
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import weakref
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -164,7 +165,7 @@ _CROSSING_BLOCK = 8192
 @torch.no_grad()
 def surface_distance(field: torch.nn.Module, function: str, points: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The distance from each point (default: the probe points) to where ``field``'s inside/outside
-    changes, clamped to ``TRUNCATION``: ``[K]``.
+    changes, clamped to ``TRUNCATION``: ``[K]``, on the field's device.
 
     The field is evaluated once on a grid ``SURFACE_SPACING`` apart over the points' box grown by
     ``TRUNCATION`` (33^3 points for the probe points); along every grid edge whose ends differ in
@@ -172,30 +173,53 @@ def surface_distance(field: torch.nn.Module, function: str, points: Optional[tor
     each point takes its nearest crossing. Only the sign decides where a crossing is; the logit's
     magnitude only places it within its edge, so a flat or saturated occupancy logit gives the same
     distances as a graded one, to within ``SURFACE_SPACING``."""
+    device = next((p.device for p in field.parameters()), None)          # where the field runs
+    return surface_distances([field], function, points, device=device)[0]
+
+
+@torch.no_grad()
+def surface_distances(fields: Sequence[torch.nn.Module], function: str, points: Optional[torch.Tensor] = None,
+                      device: "torch.device | str | None" = None) -> torch.Tensor:
+    """:func:`surface_distance` of many INRs at once, ``[N, K]`` on ``device`` (default: the
+    points'): one grid, each field evaluated on it (a field elsewhere runs as a copy on ``device``;
+    the caller's is not moved), then the crossings of all ``N`` found and reduced together."""
+    import copy
+
     from graphs.probe import probe_points
 
     points = probe_points() if points is None else points
     if points.dim() != 2 or points.shape[1] != 3:
         raise ValueError(f"surface_distance: points must be [K, 3], got {tuple(points.shape)}")
+    device = points.device if device is None else torch.device(device)
     lo = float(points.abs().max()) + TRUNCATION
     n = int(round(2 * lo / SURFACE_SPACING)) + 1
-    device = next((p.device for p in field.parameters()), points.device)          # where the field runs
     points = points.to(device)
     axis = torch.linspace(-lo, lo, n, dtype=points.dtype, device=device)
     grid = torch.cartesian_prod(axis, axis, axis).reshape(n, n, n, 3)
-    v = inside_logit(field(grid.reshape(-1, 3)), function).reshape(n, n, n)
-    crossings = []
-    for dim in range(3):                                  # the grid's edges along x, y and z
+    flat = grid.reshape(-1, 3)
+
+    def on_device(f):
+        moved = any(t.device != device for t in itertools.chain(f.parameters(), f.buffers()))
+        return copy.deepcopy(f).to(device) if moved else f
+
+    # one forward per field (fields of any architectures), the rest batched over the N fields
+    v = torch.stack([inside_logit(on_device(f)(flat), function) for f in fields]).reshape(-1, n, n, n)
+    owner, crossings = [], []
+    for dim in range(1, 4):                               # the grid's edges along x, y and z
         a, b = v.narrow(dim, 0, n - 1), v.narrow(dim, 1, n - 1)
         flip = (a > 0) != (b > 0)
         # inf / inf (logits beyond float range on both ends) puts the crossing mid-edge
         t = (a[flip] / (a[flip] - b[flip])).nan_to_num(0.5).clamp(0, 1).unsqueeze(-1)   # [C_dim, 1]
-        pa, pb = grid.narrow(dim, 0, n - 1)[flip], grid.narrow(dim, 1, n - 1)[flip]
+        ga = grid.narrow(dim - 1, 0, n - 1).expand(len(fields), -1, -1, -1, -1)
+        gb = grid.narrow(dim - 1, 1, n - 1).expand(len(fields), -1, -1, -1, -1)
+        pa, pb = ga[flip], gb[flip]
         crossings.append(pa + t * (pb - pa))
-    crossings = torch.cat(crossings)                                               # [C, 3]
-    d = torch.full((len(points),), TRUNCATION, dtype=points.dtype, device=device)
-    for block in crossings.split(_CROSSING_BLOCK) if len(crossings) else ():      # no surface: all truncated
-        d = torch.minimum(d, torch.cdist(points, block).min(dim=1).values)
+        owner.append(flip.nonzero()[:, 0])                # which field each crossing belongs to
+    crossings, owner = torch.cat(crossings), torch.cat(owner)                      # [C, 3], [C]
+    d = torch.full((len(fields), len(points)), TRUNCATION, dtype=points.dtype, device=device)
+    for block, who in zip(crossings.split(_CROSSING_BLOCK), owner.split(_CROSSING_BLOCK)):   # none: all truncated
+        near = torch.cdist(points, block).t()                                      # [c, K]
+        d.scatter_reduce_(0, who[:, None].expand_as(near), near, reduce="amin")
     return d
 
 

@@ -8,6 +8,7 @@ read with safetensors only; nothing is unpickled.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from dataclasses import asdict
@@ -63,15 +64,48 @@ def _graph_of_file(path: Path):
     return _as_graph(load_field(ArchSpec.from_json(meta["arch_spec"]), tensors))
 
 
-class Embedder:
-    """``Embedder(encoder).embed(items) -> Tensor[N, D]`` (batched, no autograd, CPU or GPU)."""
+#: INRs embedded per batch: on the CPU more gains nothing; on a GPU a batch is a few launches of
+#: one large kernel each, so the batch is what amortises them
+CPU_BATCH, GPU_BATCH = 16, 128
+BLOCK_FORMS = ("auto", "efficient", "plain")
 
-    def __init__(self, encoder: GMNEncoder, device: Optional[str | torch.device] = None, batch_size: int = 16):
+
+def device_batch_size(device: "str | torch.device") -> int:
+    """The default batch of an :class:`Embedder` on ``device``."""
+    return CPU_BATCH if torch.device(device).type == "cpu" else GPU_BATCH
+
+
+def block_form_for(device: "str | torch.device", form: str = "auto") -> str:
+    """``auto``: the efficient block on the CPU, the plain one on a GPU, where launches dominate
+    and the plain block's fewer, larger kernels measured 2.3-3x faster for inference (docs/gpu.md)."""
+    if form not in BLOCK_FORMS:
+        raise ValueError(f"unknown block form {form!r}; known: {', '.join(BLOCK_FORMS)}")
+    if form != "auto":
+        return form
+    return "efficient" if torch.device(device).type == "cpu" else "plain"
+
+
+class Embedder:
+    """``Embedder(encoder).embed(items) -> Tensor[N, D]`` (batched, no autograd, CPU or GPU).
+
+    ``batch_size`` (default :func:`device_batch_size`) and ``block_form`` (:func:`block_form_for`:
+    the plain block computes the same function as the efficient one, its weights copied) are
+    chosen for the device; the caller's encoder is never moved (a copy runs)."""
+
+    def __init__(self, encoder: GMNEncoder, device: Optional[str | torch.device] = None,
+                 batch_size: Optional[int] = None, block_form: str = "auto"):
         if not isinstance(encoder, GMNEncoder):
             raise TypeError(f"Embedder needs a GMNEncoder, got {type(encoder).__name__}")
         self.device = torch.device(device) if device is not None else next(encoder.parameters()).device
+        self.block_form = block_form_for(self.device, block_form)
+        if self.block_form == "plain" and encoder.config.efficient:
+            encoder = encoder.to_plain()                          # a new module: the caller's stays as it is
+        elif next(encoder.parameters()).device != self.device:
+            encoder = copy.deepcopy(encoder)
         self.encoder = encoder.to(self.device).eval()
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size or device_batch_size(self.device))
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     @property
     def embed_dim(self) -> int:
@@ -79,7 +113,7 @@ class Embedder:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: Optional[str | torch.device] = None,
-                        batch_size: int = 16) -> "Embedder":
+                        batch_size: Optional[int] = None, block_form: str = "auto") -> "Embedder":
         """Load the encoder of a training checkpoint (``gmn-inr train --out DIR``: the directory or
         its ``checkpoint.safetensors``) or of :meth:`save`. Raises
         :class:`~gmn_inr.checkpoint.CheckpointError` naming the problem for foreign or mis-shaped files."""
@@ -96,7 +130,7 @@ class Embedder:
         if not state:
             raise CheckpointError(f"{path}: the checkpoint holds no encoder tensors ('{prefix}*')")
         load_state_strict(encoder, state, f"encoder of checkpoint {path}")
-        return cls(encoder, device=device, batch_size=batch_size)
+        return cls(encoder, device=device, batch_size=batch_size, block_form=block_form)
 
     def save(self, path: str | Path) -> Path:
         """Write an encoder-only checkpoint that :meth:`from_checkpoint` reads (atomically)."""
@@ -155,8 +189,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="training checkpoint (file or --out directory)")
     p.add_argument("--out", required=True, help="output .safetensors with 'embeddings' [N, D] and 'labels' [N]")
     p.add_argument("--split", default=None, help="only this split (train | val | test)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help=f"INRs per batch (default {CPU_BATCH} on the CPU, "
+                                                               f"{GPU_BATCH} on a GPU)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--block-form", default="auto", choices=BLOCK_FORMS,
+                   help="message-passing block as run (auto: efficient on the CPU, plain on a GPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ensure_writable_dir(Path(args.out).resolve().parent)        # before any work
     try:
-        emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size)
+        emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size,
+                                       block_form=args.block_form)
     except CheckpointError as exc:
         print(f"gmn-inr embed: error: {exc}", file=sys.stderr)
         return 2

@@ -165,12 +165,14 @@ def sample_along_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, n_samples: int
         n_box, f_box, _ = ray_aabb(rays_o, rays_d)
         near = n_box if near is None else near
         far = f_box if far is None else far
-    near = torch.as_tensor(near, dtype=rays_o.dtype).expand(lead)
-    far = torch.as_tensor(far, dtype=rays_o.dtype).expand(lead)
+    dev = rays_o.device
+    near = torch.as_tensor(near, dtype=rays_o.dtype, device=dev).expand(lead)
+    far = torch.as_tensor(far, dtype=rays_o.dtype, device=dev).expand(lead)
     width = (far - near).clamp_min(0.0) / n_samples                             # [...]
-    u = (torch.rand(*lead, n_samples, generator=generator, dtype=rays_o.dtype) if stratified
-         else torch.full((*lead, n_samples), 0.5, dtype=rays_o.dtype))
-    t = near.unsqueeze(-1) + (torch.arange(n_samples, dtype=rays_o.dtype) + u) * width.unsqueeze(-1)
+    # stratified offsets come from the generator's device (CPU), so rays render alike everywhere
+    u = (torch.rand(*lead, n_samples, generator=generator, dtype=rays_o.dtype).to(dev) if stratified
+         else torch.full((*lead, n_samples), 0.5, dtype=rays_o.dtype, device=dev))
+    t = near.unsqueeze(-1) + (torch.arange(n_samples, dtype=rays_o.dtype, device=dev) + u) * width.unsqueeze(-1)
     pts = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)
     delta = width.unsqueeze(-1).expand_as(t)
     return pts, t, delta
@@ -192,7 +194,7 @@ def composite(rgb: torch.Tensor, sigma: torch.Tensor, delta: torch.Tensor,
     weights = alpha * trans
     acc = weights.sum(dim=-1)
     colour = (weights.unsqueeze(-1) * rgb).sum(dim=-2)
-    bg = torch.as_tensor(bg, dtype=colour.dtype)
+    bg = torch.as_tensor(bg, dtype=colour.dtype, device=colour.device)
     colour = colour + (1.0 - acc).unsqueeze(-1) * bg
     return colour, acc, weights
 

@@ -240,7 +240,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--embeddings", default=None, help="or index these embeddings (`gmn-inr embed --out`)")
     b.add_argument("--kind", default="auto", choices=KINDS, help="auto: FAISS when installed (HNSW from 20k rows)")
     b.add_argument("--shard-size", type=int, default=1024, help="records per resumable shard")
-    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--batch-size", type=int, default=None, help="INRs per batch (default: sized to the device)")
+    b.add_argument("--block-form", default="auto", choices=("auto", "efficient", "plain"),
+                   help="message-passing block as run (auto: efficient on the CPU, plain on a GPU)")
     b.add_argument("--device", default=None)
     b.add_argument("--no-progress", action="store_true")
     q = sub.add_parser("query", help="the nearest INRs of INR files or store keys")
@@ -296,7 +298,8 @@ def _build(args) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cuda" and world > 1:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-        emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size)
+        emb = Embedder.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size,
+                                       block_form=args.block_form)
         store = open_store(args.store)
         ck = Path(args.checkpoint)
         ck = ck / "checkpoint.safetensors" if ck.is_dir() else ck

@@ -116,14 +116,18 @@ def test_encoder_speed_smoke(tmp_path):
     report = json.loads(out_json.read_text())
     assert {r["family"] for r in report["block_comparison"]} >= {"MLP", "TRI", "HASH", "OCT"}
     assert all(r["blocks_speedup"] > 0 and r["max_abs_diff"] < 1e-3 for r in report["block_comparison"])
-    # issue 14's table: one block, plain vs efficient, inference and training, with the goal verdict
+    # the block goal's table: one block, plain vs efficient, inference and training, with the goal verdict
     goal = report["block_goal"]
     assert {r["family"] for r in goal} >= {"MLP", "TRI", "HASH", "OCT"}
     for r in goal:
         assert r["infer_ratio"] > 0 and r["train_ratio"] > 0 and r["max_abs_diff"] < 1e-3
         assert 1 < r["infer_flop_ratio"] <= 2 and isinstance(r["train_goal_met"], bool)
-    assert "issue 14 goal" in out
+    assert "block goal: plain >=" in out
     assert "embedding throughput" in out
+    by_batch = report["batch_sizes"]          # INRs/s per batch size, both block forms, on the CPU here
+    assert {r["batch"] for r in by_batch} == {1, 2} and {r["family"] for r in by_batch} >= {"MLP", "TRI", "HASH", "OCT"}
+    assert all(r["efficient_inrs_per_s"] > 0 and r["plain_inrs_per_s"] > 0 and r["plain_over_efficient"] > 0
+               for r in by_batch)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
@@ -131,6 +135,25 @@ def test_encoder_speed_device_without_cuda_is_one_line():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "encoder_speed.py"), "--goal-only", "--device", "cuda"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "sees no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    out_json = tmp_path / "gpu_check.json"
+    out = _run([ROOT / "benchmarks" / "gpu_check.py", "--device", "cpu", "--smoke", "--out", out_json,
+                "--work", tmp_path / "work"])
+    report = json.loads(out_json.read_text())
+    assert report["device_arg"] == "cpu" and report["smoke"] and report["commit"]
+    assert set(report["parts"]) == {"tests", "cpu_zoo", "main", "paper_zoo", "paper_train"}
+    assert all("error" not in p for p in report["parts"].values()), report["parts"]
+    goals = report["goals"]
+    assert set(goals) == {"paper_zoo_minutes", "cpu_zoo_minutes", "inrs_per_s_cached", "inrs_per_s_files",
+                          "train_step_seconds", "tests_failed_cuda_visible"}
+    for g in goals.values():
+        assert g["value"] is not None and g["target"] is not None and g["met"] is False    # smoke sizes meet nothing
+    assert report["figures"]["tests"]["failures"] == 0
+    parts = report["figures"]["paper_training"]["seconds_per_part"]
+    assert parts["encoder forward"] > 0 and parts["backward"] > 0
+    assert "where it goes" in out
 
 
 def test_zoo_fit_speed_smoke(tmp_path):

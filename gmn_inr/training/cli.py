@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is faster when other processes share the cores)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast of the decoders and rendering on cuda, fp32 on the CPU")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--no-progress", action="store_true")
 
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
              "samples_per_ray": args.samples, "points_per_inr": args.points}
     config = TrainConfig.for_preset(args.preset, loss=args.loss, contrastive_weight=args.lambda_c,
                                     l2_weight=args.mu_l2, unified=args.unified, steps=args.steps, seed=args.seed,
-                                    ckpt_every=args.ckpt_every, device=args.device, **{k: v for k, v in given.items() if v is not None})
+                                    ckpt_every=args.ckpt_every, device=args.device,
+                                    precision=args.precision, **{k: v for k, v in given.items() if v is not None})
     if len(pairs) < config.batch_pairs:
         print(f"gmn-inr train: error: {args.store} has {len(pairs)} training pairs of {args.function!r} INRs in two "
               f"families; a batch of {config.batch_pairs} pairs needs at least that many", file=sys.stderr)

@@ -22,6 +22,7 @@ from gmn_inr.losses import LossWeights
 INIT_SEED_SALT = 7
 #: :func:`~gmn_inr.training.loop.evaluate` draws its fixed rays and points from this seed
 EVAL_SEED = 12345
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainConfig:
     ckpt_every: int = 100
     log_every: int = 10
     device: str = "auto"                #: auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda[:i]
+    precision: str = "auto"             #: auto (bf16 autocast on cuda, fp32 on cpu) | fp32 | bf16
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> "TrainConfig":
@@ -80,6 +82,8 @@ class TrainConfig:
             raise ValueError("steps and batch_pairs must be >= 1")
         if self.weights().contrastive > 0 and self.batch_pairs < 2:
             raise ValueError("the contrastive loss needs batch_pairs >= 2 (negatives)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.unified is not None and self.unified not in FUNCTIONS[1:]:
             raise ValueError(f"unified must be one of {FUNCTIONS[1:]}, got {self.unified!r}")
         self.weights()

@@ -18,6 +18,7 @@ Several processes (``torchrun --nproc_per_node N -m gmn_inr.cli train ...``): ea
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from gmn_inr.losses import combine, same_object_labels
 
 from .config import EVAL_SEED, TrainConfig, one_cycle_lr, seed_of
 from .model import GMNModel
+from .timing import no_times
 
 
 # -- data --------------------------------------------------------------------------------
@@ -97,10 +99,33 @@ def _pick_device(name: str) -> torch.device:
                                  f"processes per node, or train with device='cpu'")
             return torch.device("cuda", rank)
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda[:i]") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     return dev
+
+
+def _home_device(config: TrainConfig, pairs: Sequence, device: torch.device) -> torch.device:
+    """Where :func:`train` returns the model: the device the config names, or with ``auto`` where the
+    inputs are (the first record's field; CPU for the zoo's records), so a caller's CPU graphs
+    embed with the returned encoder whether or not a GPU did the training."""
+    if config.device != "auto":
+        return device
+    try:
+        field = pairs[0][0].field()
+        return next(iter(field.parameters())).device
+    except (AttributeError, IndexError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The forward's autocast: bf16 where ``precision`` says so (``auto``: on cuda only; the CPU's
+    bf16 matmuls are no faster there); the losses themselves are computed in float32."""
+    on = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
 def _dist_info(device: str = "auto") -> tuple[int, int]:
@@ -117,12 +142,17 @@ def _dist_info(device: str = "auto") -> tuple[int, int]:
 
 
 def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resume: bool = True,
-          progress: bool = True, stop_after: Optional[int] = None) -> TrainResult:
+          progress: bool = True, stop_after: Optional[int] = None, times=None) -> TrainResult:
     """Train (or resume training) the encoder on ``pairs``; returns a :class:`TrainResult`.
+
+    ``config.device``: where the steps run (``auto``: cuda:LOCAL_RANK when visible, else cpu). The
+    caller's records, fields and graphs stay where they are (batches and teachers are copies on the
+    device); the returned model is on ``config.device``, or with ``auto`` on the inputs' device.
 
     ``out_dir``: where checkpoints go (None = none written). ``resume``: continue from
     ``out_dir``'s checkpoint when there is one. ``stop_after``: stop once this step is reached
-    (saving a checkpoint), as an interruption would. Under ``torchrun`` every process calls this
+    (saving a checkpoint), as an interruption would. ``times``: a
+    :class:`~gmn_inr.training.timing.PartTimes` that the steps' parts are timed into. Under ``torchrun`` every process calls this
     with the same arguments; only rank 0 writes.
     """
     config.validate()
@@ -157,6 +187,8 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
 
     device = _pick_device(config.device)
     model = GMNModel.initial(config, functions).to(device)
+    times = times or no_times
+    model.times = times
     if tensors is not None:
         state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         try:
@@ -193,16 +225,20 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         gidx = [rank * n_local + k for k in range(n_local)]
         gidx = gidx + [config.batch_pairs + k for k in gidx]
         seeds = [seed_of(config.seed, step, j) for j in gidx]
-        batch = batch_graphs([r.graph() for r in records], device=device)
+        with times("graphs"):
+            batch = batch_graphs([r.graph() for r in records], device=device)
         # two pairs of one object in a batch are positives for each other, never negatives
         labels = same_object_labels([getattr(pairs[i][0], "object_id", i) for i in idx])
-        terms = net(batch, records, seeds, n_global_inrs, world, labels)
-        total = combine(terms, weights)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        with times("forward"), autocast_for(config.precision, device):
+            terms = net(batch, records, seeds, n_global_inrs, world, labels)
+            total = combine(terms, weights)
+        with times("backward"):
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        with times("optimizer"):
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
 
         logged = {k: float(v.detach()) for k, v in terms.items()}
         logged["total"] = float(total.detach())
@@ -224,7 +260,9 @@ def train(config: TrainConfig, pairs, out_dir: Optional[str | Path] = None, resu
         bar.close()
     if out_dir is not None and rank == 0 and last_saved != end:
         save_checkpoint(out_dir, model, optimizer, end, history)
-    return TrainResult(model=model, step=max(end, start), history=history,
+    model.__dict__.pop("_teachers", None)          # the device copies of the teachers: free them
+    model.times = no_times
+    return TrainResult(model=model.to(_home_device(config, pairs, device)), step=max(end, start), history=history,
                        checkpoint=(out_dir / CHECKPOINT_NAME) if out_dir is not None else None,
                        seconds=time.perf_counter() - t0)
 

@@ -10,6 +10,8 @@ global batch with gradient through the local embeddings (see :meth:`GMNModel._co
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -26,6 +28,12 @@ from gmn_inr.losses import (SigLIP, convert_target, implicit_loss, implicit_quer
 from gmn_inr.render import composite, random_rays, sample_along_rays
 
 from .config import INIT_SEED_SALT, TrainConfig, seed_of
+from .timing import no_times
+
+
+def z_device(batch) -> str:
+    """The device type a PyG batch lives on (what ``torch.autocast`` is keyed by)."""
+    return batch.x.device.type
 
 
 class GMNModel(nn.Module):
@@ -45,6 +53,7 @@ class GMNModel(nn.Module):
         self.decoders = (make_decoders(self.encoder.decoded_dim, self.functions, config.preset, config.unified,
                                        **config.decoder) if w.recon > 0 else nn.ModuleDict())
         self.siglip = SigLIP() if w.contrastive > 0 else None
+        self.times = no_times       # train(times=...) sets a PartTimes here
 
     @classmethod
     def initial(cls, config: TrainConfig, functions: Sequence[str]) -> "GMNModel":
@@ -62,7 +71,10 @@ class GMNModel(nn.Module):
         hit = cache.get(key)
         if hit is not None and hit[0] is record:
             return hit[1]
-        f = record.field().to(self.encoder.readout.weight.device)
+        f = record.field()
+        dev = self.encoder.readout.weight.device
+        if any(t.device != dev for t in itertools.chain(f.parameters(), f.buffers())):
+            f = copy.deepcopy(f).to(dev)    # a copy: Module.to moves in place, and the field is the caller's
         if len(cache) >= self.TEACHER_CACHE:
             cache.pop(next(iter(cache)))
         cache[key] = (record, f)
@@ -79,7 +91,11 @@ class GMNModel(nn.Module):
         ``seeds [2n]``: one RNG seed per INR; ``labels [B, B]``: SigLIP labels of the global
         batch (None: only pair j matches j). Returns the (local, DDP-scaled) loss terms."""
         w = self.config.weights()
-        z = self.encoder(batch)                                     # [2n, D]
+        # the encoder runs in float32 even under autocast: its scatters (index_add into float32
+        # buffers) and custom backward passes are written for one dtype; the decoders and teachers
+        # (the rendering) take the bf16 matmuls
+        with self.times("encoder"), torch.autocast(z_device(batch), enabled=False):
+            z = self.encoder(batch)                                 # [2n, D]
         n = z.shape[0] // 2
         # with a geometry head, reconstruction reads the first D - D_geo columns and the alignment
         # terms the last D_geo: the rendering loss never reaches the geometry head, nor SigLIP / L2
@@ -118,30 +134,31 @@ class GMNModel(nn.Module):
             gens = [torch.Generator().manual_seed(seeds[i]) for i in idx]
             zi = z[idx]
             if head == "radiance":
-                pts, delta, t_rgb, t_acc = [], [], [], []
-                for i, g in zip(idx, gens):
-                    ro, rd = random_rays(cfg.rays_per_inr, g)
-                    p, _, d = sample_along_rays(ro, rd, cfg.samples_per_ray, stratified=True, generator=g)
-                    p, d = p.to(dev), d.to(dev)
+                with self.times("teacher targets"):
+                    # each INR's rays from its own generator; one copy to the device, one composite
+                    # of every teacher; only the teachers' forwards (fields of any kind) go one by one
+                    rays = [sample_along_rays(*random_rays(cfg.rays_per_inr, g), cfg.samples_per_ray, stratified=True,
+                                              generator=g) for g in gens]
+                    pts = torch.stack([r[0] for r in rays]).to(dev)                  # [k, R, S, 3]
+                    delta = torch.stack([r[2] for r in rays]).to(dev)                # [k, R, S]
                     with torch.no_grad():
-                        rgb, sigma = radiance_from_raw(self.teacher(records[i])(p))
-                        c, a, _ = composite(rgb, sigma, d, cfg.background)
-                    pts.append(p), delta.append(d), t_rgb.append(c), t_acc.append(a)
-                pts = torch.stack(pts)                                # [k, R, S, 3]
-                raw = dec(zi, pts)                                    # [k, R, S, 4]
+                        t_raw = torch.stack([self.teacher(records[i])(p).float() for i, p in zip(idx, pts)])
+                        t_rgb, t_acc, _ = composite(*radiance_from_raw(t_raw), delta, cfg.background)
+                raw = dec(zi, pts).float()                            # [k, R, S, 4]: compositing in float32
                 rgb, sigma = radiance_from_raw(raw)
-                pred, _, _ = composite(rgb, sigma, torch.stack(delta), cfg.background)
-                per_inr = rendering_loss(pred, torch.stack(t_rgb), torch.stack(t_acc), reduction="none")
+                pred, _, _ = composite(rgb, sigma, delta, cfg.background)
+                per_inr = rendering_loss(pred, t_rgb, t_acc, reduction="none")
                 key = "render"
             else:
                 xyz, tgt = [], []
                 for i, g in zip(idx, gens):
                     teacher = self.teacher(records[i])
-                    p, v = implicit_query_points(lambda x: teacher(x.to(dev)).cpu(), cfg.points_per_inr, g,
-                                                 near_fraction=cfg.near_fraction)
+                    with self.times("teacher targets"):
+                        p, v = implicit_query_points(lambda x: teacher(x.to(dev)).float().cpu(), cfg.points_per_inr,
+                                                     g, near_fraction=cfg.near_fraction)
                     p, v = p.to(dev), v.to(dev)
                     xyz.append(p), tgt.append(convert_target(v, records[i].function, head))
-                pred = dec(zi, torch.stack(xyz)).squeeze(-1)          # [k, P]
+                pred = dec(zi, torch.stack(xyz)).squeeze(-1).float()  # [k, P]
                 per_inr = implicit_loss(pred, torch.stack(tgt), head, reduction="none")
                 key = "implicit"
             val = per_inr.sum() * scale
@@ -156,6 +173,10 @@ class GMNModel(nn.Module):
         ``log_t``, ``b`` exactly their gradient."""
         if labels is not None:
             labels = labels.to(za.device)
+        with torch.autocast(za.device.type, enabled=False):     # SigLIP's logits in float32
+            return self._siglip_global(za.float(), zb.float(), world, labels)
+
+    def _siglip_global(self, za, zb, world, labels):
         if world == 1:
             return self.siglip(za, zb, labels)
         import torch.distributed as dist

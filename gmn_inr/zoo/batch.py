@@ -30,10 +30,12 @@ class FieldStack:
     """
 
     def __init__(self, spec: ArchSpec, occupancies: Optional[Sequence[torch.Tensor]], B: int,
-                 seed: "int | Sequence[int]"):
+                 seed: "int | Sequence[int]", device: "torch.device | str | None" = None):
         # ``seed``: one int (field b is initialised from ``seed + b``) or one seed per field. Each
         # field's initial parameters come from its own seed, so they do not depend on which batch
         # (or which position in it) the field lands in: the zoo seeds each INR by its own key.
+        # ``device``: where the stack lives and runs; the fields are initialised on the CPU (its
+        # generator) and moved, so an INR starts from the same weights on every device.
         seeds = [int(seed) + b for b in range(B)] if isinstance(seed, int) else [int(s) for s in seed]
         if len(seeds) != B:
             raise ValueError(f"FieldStack needs {B} seeds, got {len(seeds)}")
@@ -70,7 +72,11 @@ class FieldStack:
             self.buffers = {}
             names = [n for n, _ in fields[0].named_parameters()]
             params = {n: torch.stack([dict(f.named_parameters())[n].detach() for f in fields]) for n in names}
-        self.params = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+        dev = torch.device("cpu") if device is None else torch.device(device)
+        self.params = {n: p.to(dev).clone().requires_grad_(True) for n, p in params.items()}
+        self.buffers = {n: b.to(dev) for n, b in self.buffers.items()}
+        self.template.to(dev)            # its own buffers (e.g. encoding frequencies) run there too
+        self.device = dev
         self.grid_names = {n for n, _ in self.template.grid_parameters()}
         self.freq_mask = None
 
@@ -86,7 +92,7 @@ class FieldStack:
         if enc is None:
             return
         start = self.template.spec.mlp_in_dim - enc.out_dim       # encoding follows the grid features
-        keep = torch.ones(self.template.spec.mlp_in_dim)
+        keep = torch.ones(self.template.spec.mlp_in_dim, device=self.device)
         keep[start:] = (enc.freq <= max_freq).float()
         if bool(keep.all()):
             return
@@ -113,7 +119,7 @@ class FieldStack:
         for b in range(self.B):
             sd = {}
             for n, p in self.params.items():
-                t = p[b].detach()
+                t = p[b].detach().cpu()
                 if self.sparse and n.startswith("features."):
                     t = t[: self.n_vertices[int(n.split(".")[1])][b]]
                 sd[n] = t.clone().contiguous()

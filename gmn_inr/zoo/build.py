@@ -11,10 +11,8 @@ gives the bytes an uninterrupted build writes; finished INRs are neither refitte
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -35,6 +33,32 @@ OBJECT_SEED_STRIDE = 100003
 SAMPLE_SEED_FACTOR = 7
 #: a (function, architecture)'s fits start from seed ``seed * FIT_SEED_FACTOR + crc(arch + function) % 1000``
 FIT_SEED_FACTOR = 1000
+#: objects fitted together on a GPU (the config's ``batch`` is the CPU's): B = 256 fitted 1.2-1.4x
+#: the INR-steps/s of B = 64 on one GPU, every family (docs/gpu.md)
+DEVICE_BATCH = 256
+
+
+def fit_batch_size(cfg: "ZooConfig", device=None) -> int:
+    """Objects per chunk on ``device``: the config's ``batch`` on the CPU (the CPU build's chunks are
+    what they always were), at least :data:`DEVICE_BATCH` elsewhere. The INRs do not depend on it."""
+    dev = torch_device(device)
+    return cfg.batch if dev.type == "cpu" else max(cfg.batch, DEVICE_BATCH)
+
+
+def torch_device(device=None):
+    """``device`` (None, a name or a ``torch.device``) as a ``torch.device``; a clear error for a
+    name torch does not know or a CUDA device that is not there."""
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu or cuda[:i]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
 
 
 def training_archs() -> tuple:
@@ -200,14 +224,15 @@ def fit_seed(cfg: ZooConfig, function: str, arch: str) -> int:
 
 def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[tuple[str, str, list[str]]],
                threads: int = 0, progress=None, stop_after: Optional[int] = None,
-               writer=None, plugins: Sequence[str] = (), manifest_objects: Optional[dict] = None) -> ChunkResult:
+               writer=None, plugins: Sequence[str] = (), manifest_objects: Optional[dict] = None,
+               device: Optional[str] = None) -> ChunkResult:
     """Fit every ``(function, arch, [object_ids])`` of ``todo`` for one chunk of objects.
 
     Each INR is written and journalled (``store.journal.jsonl``) the moment its batch is gated, so a
     kill loses nothing; with ``writer`` (main process) it is entered in the manifest too, which is
     flushed after each batch; a worker's lines are replayed by the main process as they appear.
     ``progress(n)`` is called per INR stored or dropped. ``plugins``: files / modules registering
-    families (a worker process imports them)."""
+    families (a worker process imports them). ``device``: where the fits and gates run."""
     import torch
 
     from gmn_inr.fields import arch_spec_for, load_plugins, out_dim_of
@@ -221,12 +246,13 @@ def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[t
     res = ChunkResult()
     ids = sorted({o for _, _, oids in todo for o in oids})
     shapes = {o: shape_of(o, objects[o]) for o in ids}
-    samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * SAMPLE_SEED_FACTOR + (hash_id(o) % 100000))
-               for o in ids}
+    samples = {o: prepare_samples(shapes[o], cfg.fit, seed=cfg.seed * SAMPLE_SEED_FACTOR + (hash_id(o) % 100000),
+                                  device=device) for o in ids}
     for function, arch, oids in todo:
         spec = arch_spec_for(arch, out_dim_of(function), cfg.arch_preset)
         t0 = time.perf_counter()
-        fits = fit_inrs(spec, function, [samples[o] for o in oids], cfg.fit, seed=fit_seed(cfg, function, arch))
+        fits = fit_inrs(spec, function, [samples[o] for o in oids], cfg.fit, seed=fit_seed(cfg, function, arch),
+                        device=device)
         dt = time.perf_counter() - t0
         res.stats.append((arch, spec.family, function, len(fits), dt,
                           sum(f.passed and f.attempts == 1 for f in fits), sum(f.passed for f in fits)))
@@ -251,31 +277,6 @@ def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[t
         if writer is not None:
             writer.flush()
     return res
-
-
-def _worker_init(parent_pid: int) -> None:
-    """Build workers die with the build: on Linux the kernel sends them SIGKILL when the parent
-    dies (``prctl(PR_SET_PDEATHSIG)``), kill -9 included; elsewhere a thread polls the parent."""
-    import signal
-
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG = 1
-        if os.getppid() != parent_pid:                                       # died before prctl
-            os._exit(1)
-        return
-    except (OSError, AttributeError):
-        pass
-    import threading
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 class BuildInterrupted(RuntimeError):
@@ -308,7 +309,8 @@ def config_from_json(d: dict) -> ZooConfig:
 # ---------------------------------------------------------------------------------------
 def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: int = 1, progress: bool = True,
               stop_after: Optional[int] = None, config: Optional[ZooConfig] = None, log=print,
-              wait: bool = False, functions: Optional[Sequence[str]] = None) -> dict:
+              wait: bool = False, functions: Optional[Sequence[str]] = None, device: Optional[str] = None,
+              batch: Optional[int] = None) -> dict:
     """Build or resume the zoo in ``out``; returns the summary dict (also kept in the manifest).
 
     The zoo is a function of its config: each INR is seeded by its own key, every stored INR and
@@ -320,7 +322,11 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
     ``stop_after`` (tests) raises :class:`BuildInterrupted` after that many INR files.
     ``functions``: fit only the INRs of these implicit functions now (default: all the config
     names); the zoo's config stays the preset's, so a later build fills in the rest, and the INRs
-    are the same bytes as one build of everything (each is seeded by its own key)."""
+    are the same bytes as one build of everything (each is seeded by its own key).
+    ``device`` (default CPU): where INRs are fitted and gated; ``batch``: objects fitted together
+    (default :func:`fit_batch_size`). Neither is part of the zoo's config: an INR is the same
+    whatever the batch (to float tolerance; on the CPU, bit for bit), and a CPU build is the bytes it
+    always was."""
     from gmn_inr.atomic import ensure_writable_dir
 
     from .writer import zoo_lock
@@ -333,13 +339,19 @@ def build_zoo(out, preset: str = "tiny", meshes: Optional[str] = None, workers: 
     if meshes:
         cfg = dataclasses.replace(cfg, name=cfg.name + "+meshes")
     classes, descs = object_descriptions(cfg, meshes)
+    dev = torch_device(device)
+    batch = fit_batch_size(cfg, dev) if batch is None else int(batch)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     ensure_writable_dir(out)                   # before any work: a clear error, not one after the fits
     with zoo_lock(out, wait=wait, log=log):
-        return _build_locked(out, cfg, classes, descs, meshes, workers, progress, stop_after, functions)
+        return _build_locked(out, cfg, classes, descs, meshes, workers, progress, stop_after, functions,
+                             str(dev), batch)
 
 
 def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress, stop_after,
-                  functions: Optional[Sequence[str]] = None) -> dict:
+                  functions: Optional[Sequence[str]], device: str, batch: int) -> dict:
+    from .workers import run_workers
     from .writer import ZooWriter
 
     by_class = defaultdict(list)
@@ -357,7 +369,7 @@ def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress
                                  for o, d in descs.items()})
     writer.compact()
     ids = sorted(descs)
-    chunks = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
+    chunks = [ids[i:i + batch] for i in range(0, len(ids), batch)]
     TRAINING = training_archs()
     work = []
     for ch in chunks:
@@ -386,10 +398,10 @@ def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress
         if workers <= 1:
             for todo in work:
                 r = _fit_chunk(str(writer.root), cfg, descs, todo, progress=bar.update if bar else None,
-                               stop_after=stop_after, writer=writer)
+                               stop_after=stop_after, writer=writer, device=device)
                 stats += r.stats
         else:
-            stats = _run_workers(writer, cfg, descs, work, workers, bar)
+            stats = run_workers(_fit_chunk, writer, cfg, descs, work, workers, bar, device)
     finally:
         if bar is not None:
             bar.close()
@@ -402,53 +414,10 @@ def _build_locked(out, cfg: ZooConfig, classes, descs, meshes, workers, progress
     return summary
 
 
-def _run_workers(writer, cfg: ZooConfig, descs: dict, work: list, workers: int, bar) -> list:
-    """Fit the chunks in ``workers`` processes; their journal lines enter the manifest (and move the
-    progress bar) as they are written, not when a chunk ends."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_EXCEPTION, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    threads = max(1, (os.cpu_count() or 2) // workers)
-    stats = []
-    plugins = registry.plugin_sources()
-    objs = dict(writer.manifest["objects"])
-    last_flush = time.monotonic()
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(os.getpid(),)) as ex:
-        futs = [ex.submit(_fit_chunk, str(writer.root), cfg, descs, todo, threads, plugins=plugins,
-                          manifest_objects=objs) for todo in work]
-        pending = set(futs)
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                new = writer.replay_journal()
-                if bar is not None and new:
-                    bar.update(len(new))
-                for f in finished:
-                    stats += f.result().stats          # a worker's exception is raised here
-                if finished or time.monotonic() - last_flush > 30:
-                    writer.flush()
-                    last_flush = time.monotonic()
-        except BrokenProcessPool as exc:
-            from .store import ZooError
-
-            raise ZooError(f"a build worker of {writer.root} died ({exc}); what it stored is kept: run the "
-                           f"build again to resume") from None
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
-    new = writer.replay_journal()
-    if bar is not None and new:
-        bar.update(len(new))
-    return stats
-
-
 def summarise(writer, stats: list, elapsed: float, adopted: int, new: int) -> dict:
     """Counts, gate pass rates and speeds of this run plus totals of the zoo."""
     per_fam = defaultdict(lambda: {"fitted": 0, "seconds": 0.0, "pass_first": 0, "pass": 0})
-    per_arch = defaultdict(lambda: {"fitted": 0, "pass": 0})
+    per_arch = defaultdict(lambda: {"fitted": 0, "pass": 0, "seconds": 0.0})
     for arch, fam, function, n, secs, p1, p in stats:
         f = per_fam[fam]
         f["fitted"] += n
@@ -457,6 +426,7 @@ def summarise(writer, stats: list, elapsed: float, adopted: int, new: int) -> di
         f["pass"] += p
         per_arch[f"{arch}/{function}"]["fitted"] += n
         per_arch[f"{arch}/{function}"]["pass"] += p
+        per_arch[f"{arch}/{function}"]["seconds"] += secs
     fam_out = {k: {**v, "inrs_per_s": round(v["fitted"] / v["seconds"], 3) if v["seconds"] else None,
                    "pass_rate_first_try": round(v["pass_first"] / v["fitted"], 3) if v["fitted"] else None,
                    "pass_rate": round(v["pass"] / v["fitted"], 3) if v["fitted"] else None,
@@ -470,6 +440,6 @@ def summarise(writer, stats: list, elapsed: float, adopted: int, new: int) -> di
         "adopted_orphans": adopted, "objects": len(writer.manifest["objects"]), "classes": len(writer.manifest["classes"]),
         "inrs_total": len(inrs), "dropped_total": len(writer.manifest["dropped"]),
         "bytes_total": sum(e["bytes"] for e in inrs.values()), "per_family": fam_out,
-        "per_arch_function_this_run": {k: v for k, v in sorted(per_arch.items())},
+        "per_arch_function_this_run": {k: {**v, "seconds": round(v["seconds"], 2)} for k, v in sorted(per_arch.items())},
         "stored_per_arch_function": dict(sorted(by.items())),
     }

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser, extra: str = ""):
     b.add_argument("--steps", type=int, default=None, help="override the preset's fitting steps")
     b.add_argument("--functions", default=None, help="comma-separated implicit functions to fit now (default: all "
                                                      "the preset has; a later build fills in the rest)")
+    b.add_argument("--device", default="cpu", help="where INRs are fitted and gated: cpu | cuda[:i] (the INRs do "
+                                                   "not depend on it beyond float rounding)")
+    b.add_argument("--batch", type=int, default=None, help="objects fitted together (default: the preset's on the "
+                                                           "CPU, 256 on a GPU)")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--wait", action="store_true", help="if another process is building this zoo, wait for it "
                                                        "(default: say which process and exit 2)")
@@ -85,7 +89,8 @@ def _build(args) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     s = build_zoo(args.out, args.preset, meshes=args.meshes, workers=args.workers,
                   progress=not args.no_progress, config=cfg, wait=args.wait,
-                  functions=args.functions.split(",") if args.functions else None)
+                  functions=args.functions.split(",") if args.functions else None, device=args.device,
+                  batch=args.batch)
     print(format_summary(s))
     return 0
 

@@ -125,13 +125,19 @@ class FitResult:
 
 
 def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
-              seed: int = 0, steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None) -> list[FitResult]:
+              seed: int = 0, steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None,
+              device: "torch.device | str | None" = None) -> list[FitResult]:
     """Fit ``len(samples)`` INRs of ``spec`` for ``function`` at once and gate each.
 
     ``spec.out_dim`` must match the function (4 for radiance, 1 otherwise). ``seeds``: one per INR
     (default ``inr_seed(seed, object_id)``); INR ``b``'s initial parameters and the points it is
     trained on each step come from ``seeds[b]`` alone, so an INR fitted in a batch of any size, at
     any position, is the same INR (the stacked fit is ``B`` independent fits).
+
+    ``device`` (default CPU): where the fit, the gate's evaluations and the gate view run. The
+    initial weights and each step's points are drawn from CPU generators whatever the device, so an
+    INR is a function of its own key on any device (equal to float tolerance across devices);
+    the returned state dicts are on the CPU.
     """
     want = 4 if function == "radiance" else 1
     if spec.out_dim != want:
@@ -146,14 +152,15 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return fit_batch(spec, function, samples, cfg, seed, steps, seeds)
+            return fit_batch(spec, function, samples, cfg, seed, steps, seeds, device)
         finally:
             torch.set_num_threads(n)
     t0 = time.perf_counter()
     sparse = getattr(get_family(spec.family).field, "sparse", False)
     occs = [octree_occupancy(s.shape, spec) for s in samples] if sparse else None
     seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
-    batch = FieldStack(spec, occs, B, seeds)
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    batch = FieldStack(spec, occs, B, seeds, device=dev)
     batch.mask_frequencies(cfg.max_freq)
     out_bias = f"mlp.layers.{spec.mlp.hidden_layers}.bias"
     if function == "radiance" and out_bias in batch.params:
@@ -180,13 +187,12 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
     steps = cfg.steps if steps is None else steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                 total_steps=steps, pct_start=0.1)
-    pool_pts = torch.stack([s.points for s in samples])            # [B, P, 3]
-    pool_sdf = torch.stack([s.sdf for s in samples])               # [B, P]
-    pool_col = torch.stack([s.color for s in samples])             # [B, P, 3]
+    pool_pts = torch.stack([s.points for s in samples]).to(dev)    # [B, P, 3]
+    pool_sdf = torch.stack([s.sdf for s in samples]).to(dev)       # [B, P]
+    pool_col = torch.stack([s.color for s in samples]).to(dev)     # [B, P, 3]
     P = pool_pts.shape[1]
     gens = [torch.Generator().manual_seed(s + 1) for s in seeds]     # each INR's own points
-    for _ in range(steps):
-        idx = torch.stack([torch.randint(P, (cfg.points,), generator=g) for g in gens])
+    for idx in point_indices(gens, P, cfg.points, steps, dev, prefetch=dev.type != "cpu"):
         x = torch.gather(pool_pts, 1, idx[..., None].expand(-1, -1, 3))
         d = torch.gather(pool_sdf, 1, idx)
         c = torch.gather(pool_col, 1, idx[..., None].expand(-1, -1, 3))
@@ -196,13 +202,13 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
         opt.step()
         sched.step()
     with torch.no_grad():
-        grid = torch.stack([s.gate_points for s in samples])
-        raw_grid = torch.cat([batch.forward(grid[:, i:i + 16384]) for i in range(0, grid.shape[1], 16384)], 1)
-        raw_surf = batch.forward(torch.stack([s.surface for s in samples]))
+        grid = torch.stack([s.gate_points for s in samples]).to(dev)
+        raw_grid = torch.cat([batch.forward(grid[:, i:i + 16384]) for i in range(0, grid.shape[1], 16384)], 1).cpu()
+        raw_surf = batch.forward(torch.stack([s.surface for s in samples]).to(dev)).cpu()
         views = None
         if function == "radiance" and cfg.gate_view:
             views = render_gate_views(lambda p: batch.forward(p.reshape(B, -1, 3)).reshape(*p.shape[:-1], 4),
-                                      B, cfg)
+                                      B, cfg, device=dev).cpu()
     secs = (time.perf_counter() - t0) / B
     out = []
     for b, (sd, s) in enumerate(zip(batch.state_dicts(), samples)):
@@ -214,19 +220,55 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
     return out
 
 
+def point_indices(gens: Sequence[torch.Generator], pool: int, points: int, steps: int, device: torch.device,
+                  prefetch: bool = False, block: int = 8):
+    """Each step's ``[B, points]`` indices into the INRs' pools, INR ``b``'s from ``gens[b]`` (CPU),
+    on ``device``. Inline, one draw per INR per step (the CPU build); with ``prefetch`` a thread
+    draws ``block`` steps per INR at once (the same numbers: a ``[k, n]`` draw from a CPU generator
+    equals ``k`` draws of ``[n]``) into pinned memory and copies them without blocking, so on a GPU
+    the draws overlap the fit's steps instead of adding to them."""
+    if not prefetch:
+        for _ in range(steps):
+            yield torch.stack([torch.randint(pool, (points,), generator=g) for g in gens]).to(device)
+        return
+    import queue
+    import threading
+
+    q: "queue.Queue" = queue.Queue(maxsize=2)
+    pin = device.type == "cuda"
+
+    def draw() -> None:
+        try:
+            for s0 in range(0, steps, block):
+                k = min(block, steps - s0)
+                blk = torch.stack([torch.randint(pool, (k, points), generator=g) for g in gens], 1)   # [k, B, n]
+                q.put(blk.pin_memory() if pin else blk)
+        except BaseException as exc:        # handed to the fitting thread, which raises it
+            q.put(exc)
+
+    threading.Thread(target=draw, daemon=True).start()
+    for s0 in range(0, steps, block):
+        blk = q.get()
+        if isinstance(blk, BaseException):
+            raise blk
+        blk = blk.to(device, non_blocking=True)
+        yield from blk
+
+
 def fit_inrs(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
-             seed: int = 0, refit: bool = True, seeds: Optional[Sequence[int]] = None) -> list[FitResult]:
+             seed: int = 0, refit: bool = True, seeds: Optional[Sequence[int]] = None,
+             device: "torch.device | str | None" = None) -> list[FitResult]:
     """:func:`fit_batch`, then refit the INRs that fail the gate once (seed + REFIT_SEED_OFFSET,
     ``refit_steps_factor`` more steps, batched too). Results keep ``passed=False`` if the
     refit fails as well; the caller drops (and counts) them. ``seeds``: one per INR (default
     ``inr_seed(seed, object_id)``), so each result depends on its own INR only."""
     seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
-    res = fit_batch(spec, function, samples, cfg, seeds=seeds)
+    res = fit_batch(spec, function, samples, cfg, seeds=seeds, device=device)
     bad = [i for i, r in enumerate(res) if not r.passed]
     if refit and bad:
         again = fit_batch(spec, function, [samples[i] for i in bad], cfg,
                           seeds=[seeds[i] + REFIT_SEED_OFFSET for i in bad],
-                          steps=int(cfg.steps * cfg.refit_steps_factor))
+                          steps=int(cfg.steps * cfg.refit_steps_factor), device=device)
         for i, r in zip(bad, again):
             r.attempts = 2
             r.seconds += res[i].seconds

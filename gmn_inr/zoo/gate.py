@@ -86,12 +86,14 @@ def _gate_rays(cfg) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def render_gate_views(fn, B: int, cfg) -> torch.Tensor:
+def render_gate_views(fn, B: int, cfg, device=None) -> torch.Tensor:
     """The gate view through ``B`` radiance fields at once: ``fn(xyz [B, R, S, 3]) -> raw
-    [B, R, S, 4]``; returns ``[B, R, 3]`` (white background)."""
+    [B, R, S, 4]``; returns ``[B, R, 3]`` (white background), rendered on ``device`` (default CPU)."""
     from gmn_inr.render import volume_render
 
     o, d = _gate_rays(cfg)
+    if device is not None:
+        o, d = o.to(device), d.to(device)
     rgb, _ = volume_render(fn, o.expand(B, -1, -1), d.expand(B, -1, -1), n_samples=cfg.gate_view_samples, bg=1.0)
     return rgb
 

@@ -195,13 +195,18 @@ class Shape:
         """``sdf < 0`` as bool: ``[..., 3] -> [...]``."""
         return self.sdf(p) < 0
 
-    def sample_surface(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample_surface(self, n: int, generator: Optional[torch.Generator] = None,
+                       device: "torch.device | str | None" = None) -> torch.Tensor:
         """``n`` points on the zero level set, ``[n, 3]``: uniform points pulled onto the
-        surface by Newton steps ``p -= sdf(p) * grad/|grad|^2`` (vectorised, autograd grads)."""
+        surface by Newton steps ``p -= sdf(p) * grad/|grad|^2`` (vectorised, autograd grads).
+        ``device``: where the Newton steps run (the points are drawn from ``generator`` on the CPU
+        and moved; the result is on ``device``)."""
         got = []
         total = 0
         for _ in range(8):
             p = torch.rand(max(4 * n, 4096), 3, generator=generator) * 2 * EXTENT - EXTENT
+            if device is not None:
+                p = p.to(device)
             for _ in range(6):
                 p = p.detach().requires_grad_(True)
                 d = self.sdf(p)
@@ -220,13 +225,16 @@ class Shape:
         idx = torch.randperm(len(pts), generator=generator)[:n]
         if len(idx) < n:       # rare: pad by repetition rather than fail
             idx = idx[torch.randint(len(idx), (n,), generator=generator)]
-        return pts[idx]
+        return pts[idx.to(pts.device)]
 
 
 class PartShape(Shape):
     """A union of :class:`Part` s (hard or smooth), optional carvings, normalised to
     ``[-EXTENT, EXTENT]^3`` by a uniform scale ``s`` and centre ``c``:
     ``sdf(p) = s * raw_sdf(p / s + c)`` (a uniform scale keeps distances exact)."""
+
+    #: sdf, colour and surface sampling run on the device of their points (the zoo samples there)
+    on_device = True
 
     def __init__(self, parts: list[Part], class_name: str = "", label: int = -1, object_id: str = ""):
         if not any(p.op == "union" for p in parts):

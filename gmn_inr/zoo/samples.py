@@ -40,24 +40,31 @@ class ObjectSamples:
     shape: Shape = field(repr=False, default=None)
 
 
-def _sdf_color(shape: Shape, p: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+def _sdf_color(shape: Shape, p: torch.Tensor, chunk: int = 65536, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     ds, cs = [], []
     with torch.no_grad():
         for s in range(0, len(p), chunk):
+            q = p[s:s + chunk] if device is None else p[s:s + chunk].to(device)
             if hasattr(shape, "sdf_and_color"):
-                d, c = shape.sdf_and_color(p[s:s + chunk])
+                d, c = shape.sdf_and_color(q)
             else:
-                d, c = shape.sdf(p[s:s + chunk]), shape.color(p[s:s + chunk])
-            ds.append(d)
-            cs.append(c)
+                d, c = shape.sdf(q), shape.color(q)
+            ds.append(d.cpu())
+            cs.append(c.cpu())
     return torch.cat(ds), torch.cat(cs)
 
 
-def prepare_samples(shape: Shape, cfg, seed: int = 0) -> ObjectSamples:
+def prepare_samples(shape: Shape, cfg, seed: int = 0, device=None) -> ObjectSamples:
     """inr2vec-style pool for one object: 50% surface + N(0, 0.01), 20% surface + N(0, 0.05),
-    30% uniform in ``[-1,1]^3``; ground truth at each; surface points; gate-grid occupancy."""
+    30% uniform in ``[-1,1]^3``; ground truth at each; surface points; gate-grid occupancy.
+
+    ``device``: where a shape that can (``on_device``: the procedural ones) pulls points onto its
+    surface and evaluates its sdf and colour; every random draw stays on the CPU and the samples
+    come back there. Meshes are sampled on the CPU whatever ``device`` says."""
     g = torch.Generator().manual_seed(seed)
-    surf = shape.sample_surface(max(cfg.surface, cfg.pool // 2), generator=g)
+    device = device if getattr(shape, "on_device", False) and torch.device(device or "cpu").type != "cpu" else None
+    surf = shape.sample_surface(max(cfg.surface, cfg.pool // 2), generator=g,
+                                **({"device": device} if device is not None else {})).cpu()
     n1, n2 = cfg.pool // 2, cfg.pool // 5
     n3 = cfg.pool - n1 - n2
     i1 = torch.randint(len(surf), (n1,), generator=g)
@@ -65,11 +72,11 @@ def prepare_samples(shape: Shape, cfg, seed: int = 0) -> ObjectSamples:
     pts = torch.cat([surf[i1] + 0.01 * torch.randn(n1, 3, generator=g),
                      surf[i2] + 0.05 * torch.randn(n2, 3, generator=g),
                      torch.rand(n3, 3, generator=g) * 2 - 1]).clamp(-1, 1)
-    sdf, col = _sdf_color(shape, pts)
+    sdf, col = _sdf_color(shape, pts, device=device)
     gate_surf = surf[torch.randperm(len(surf), generator=g)[: cfg.surface]]
-    _, scol = _sdf_color(shape, gate_surf)
+    _, scol = _sdf_color(shape, gate_surf, device=device)
     gate_pts = gate_points(cfg, gate_surf, g)
-    gsdf, _ = _sdf_color(shape, gate_pts)
+    gsdf, _ = _sdf_color(shape, gate_pts, device=device)
     return ObjectSamples(shape.object_id, pts, sdf, col, gate_surf, scol, gsdf < 0, gate_pts, gsdf, shape)
 
 

@@ -111,11 +111,16 @@ class HashGridEncoding(nn.Module):
         w = torch.where(self.corners.bool(), frac.unsqueeze(2), 1.0 - frac.unsqueeze(2)).prod(-1)  # [L, M, 8]
         return self.entry_index(grid).reshape(-1), w
 
+    def level_features(self, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``[L, M, F]``: the table read at :meth:`lookup`'s ``idx`` with weights ``w [L, M, 8, 1]``
+        (or the same expanded to ``[L, M, 8, F]``: the products, and so the sum, are the same)."""
+        table = self.params.view(-1, self.n_features)
+        feats = table.index_select(0, idx).view(*w.shape[:3], self.n_features)
+        return (w * feats).sum(2)
+
     def interpolate(self, idx: torch.Tensor, w: torch.Tensor, lead: tuple = ()) -> torch.Tensor:
         """The table read at :meth:`lookup`'s ``(idx, w)``: ``[*lead, n_levels * F]`` (level-major)."""
-        table = self.params.view(-1, self.n_features)
-        feats = table.index_select(0, idx).view(*w.shape, self.n_features)
-        out = (w.unsqueeze(-1) * feats).sum(2)                                   # [L, M, F]
+        out = self.level_features(idx, w.unsqueeze(-1))                         # [L, M, F]
         return out.permute(1, 0, 2).reshape(*lead, self.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -121,7 +121,7 @@ def reference_net(ref: types.SimpleNamespace, name: str, field):
     grid = []
     if name.startswith("TRI"):
         g = field.spec.grid
-        if name == "TRI-xyz":
+        if name == "TRI-xyz" and hasattr(ref.layers, "TriplanarGrid"):
             grid = [ref.layers.TriplanarGrid(g.resolution, g.channels)]
         elif hasattr(ref.layers, "TriplanarGridWithInputEncoding"):
             grid = [ref.layers.TriplanarGridWithInputEncoding(g.resolution, g.channels, dims[0] - g.channels)]
@@ -313,12 +313,13 @@ def main(argv=None) -> int:
     if side:
         print(f"\nbeside the references: {args.ref_repeats} interleaved repeats, {args.threads} thread(s), "
               f"load {os.getloadavg()[0]:.2f}; ratio = fastest reference's time / ours, per repeat (min / median / max)")
-        print(f"{'arch':<10} {'reference':<9} {'ref nodes':>9} {'ref edges':>9} {'ref ms':>7} {'ours ms':>7} "
-              f"{'no probe ms':>11} {'x with probe rows':>19} {'x without':>17}")
+        print(f"{'arch':<10} {'reference':<9} {'ref nodes':>9} {'ref edges':>9} {'ref ms med/min':>15} "
+              f"{'ours ms med/min':>15} {'no probe ms':>11} {'x with probe rows':>19} {'x without':>17}")
         for r in side:
-            w, wo = r["with_probes"], r["without_probes"]
-            print(f"{r['arch']:<10} {r['reference']:<9} {r['ref_nodes']:>9} {r['ref_edges']:>9} "
-                  f"{r['ms'][r['reference']]:>7.3f} {r['ms']['ours']:>7.3f} {r['ms']['ours, no probe rows']:>11.3f} "
+            w, wo, ref = r["with_probes"], r["without_probes"], r["reference"]
+            print(f"{r['arch']:<10} {ref:<9} {r['ref_nodes']:>9} {r['ref_edges']:>9} "
+                  f"{r['ms'][ref]:>7.3f}/{r['min_ms'][ref]:<7.3f} {r['ms']['ours']:>7.3f}/{r['min_ms']['ours']:<7.3f} "
+                  f"{r['ms']['ours, no probe rows']:>11.3f} "
                   f"{w['min']:>5.2f} {w['median']:>5.2f} {w['max']:>5.2f}  {wo['min']:>5.2f} {wo['median']:>5.2f} {wo['max']:>5.2f}")
         slow = [r["arch"] for r in side if r["with_probes"]["median"] < 2]
         print(f"goal conversion with probe rows >= 2x the fastest reference (median ratio): "

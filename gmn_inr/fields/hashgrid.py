@@ -23,6 +23,8 @@ from .spec import ArchSpec, HashGridSpec, MLPSpec, SpecError, default_spec, relu
 PRIMES = (1, 2654435761, 805459861)
 _U32 = 0xFFFFFFFF
 #: the 8 corners of a cell; bit d of the corner number selects +1 on axis d
+#: the integer type as wide as a table row of F float32 features (1 or 2): its gather moves the same bytes
+_RAW_ROW = {1: torch.int32, 2: torch.int64}
 CORNERS = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dtype=torch.long)
 
 
@@ -114,9 +116,14 @@ class HashGridEncoding(nn.Module):
     def level_features(self, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``[L, M, F]``: the table read at :meth:`lookup`'s ``idx`` with weights ``w [L, M, 8, 1]``
         (or the same expanded to ``[L, M, 8, F]``: the products, and so the sum, are the same)."""
-        table = self.params.view(-1, self.n_features)
-        feats = table.index_select(0, idx).view(*w.shape[:3], self.n_features)
-        return (w * feats).sum(2)
+        F = self.n_features
+        raw = _RAW_ROW.get(F)
+        if raw is not None and not (torch.is_grad_enabled() and self.params.requires_grad):
+            # no gradient wanted: gather each F-float row as one integer (the same bytes, a third of the time)
+            feats = self.params.detach().view(raw).index_select(0, idx).view(torch.float32)
+        else:
+            feats = self.params.view(-1, F).index_select(0, idx)
+        return (w * feats.view(*w.shape[:3], F)).sum(2)
 
     def interpolate(self, idx: torch.Tensor, w: torch.Tensor, lead: tuple = ()) -> torch.Tensor:
         """The table read at :meth:`lookup`'s ``(idx, w)``: ``[*lead, n_levels * F]`` (level-major)."""

@@ -7,13 +7,22 @@ on its :class:`~gmn_inr.fields.ArchSpec` alone: node features, edge index, every
 never drift apart), checks it once, and then converts a field by
 
 * writing its parameters, concatenated in edge order, into the ``E_VALUE`` column of a copy of
-  the template's edge features (one ``isfinite`` pass over them: every parameter is one edge value);
-* one forward of its MLP at the probe points (the encoding's part is cached), each layer's
-  output written into its rows of ``probe`` (one ``isfinite`` pass).
+  the template's edge features (one min/max pass over them: every parameter is one edge value);
+* one forward of its MLP at the probe points, run transposed (``[features, K]``) so each layer's
+  product is written straight into its rows of ``probe``; the encoding's rows and where the grid
+  is read (a hash grid's corners and weights, a tri-plane's sampling grid) are cached per spec;
+  one finiteness pass over the computed rows.
 
+``to_graph`` takes this path for a spec it has seen without its own per-parameter checks: the
+min/max pass over the values checks every parameter once (finite, within the magnitude bound).
 The result is bit-identical to the builder path (``graphs.mlp.field_to_graph`` without the
-template): the template is the builder's own graph, and the probe forward runs the same ops on
-the same inputs. :func:`to_batch` converts many fields of one spec straight into one PyG
+template): the template is the builder's own graph, the grid and encoding rows are the same
+operations on the same inputs, and a layer's transposed product is used only where it gives the
+builder's rows bit for bit (checked once per spec; otherwise the builder's own product and a
+transposed copy, as for a 4-wide output layer). tests/test_convert_template.py checks every
+built-in dense architecture.
+
+:func:`to_batch` converts many fields of one spec straight into one PyG
 ``Batch`` (structure repeated and offset once for all, no per-graph ``Data`` objects), equal
 to ``Batch.from_data_list([to_graph(f).to_pyg() for f in fields])``.
 
@@ -123,6 +132,7 @@ class GraphTemplate:
                 self.bias_rows.append(r)
                 r += 1
         self.num_probe_rows = r
+        self.bias_index = torch.tensor(self.bias_rows, dtype=torch.long)
         self.n_in = n_in
         self.probe_shape = (r, K)
         if graph.probe is None or graph.probe.shape[0] != r or int(self.edge_attr.shape[0]) != self._n_values(field):
@@ -187,7 +197,7 @@ class GraphTemplate:
     def probe(self, field, out: Optional[torch.Tensor] = None, check: bool = True) -> torch.Tensor:
         """``[M, K]`` probe rows of ``field`` (written into ``out`` when given): one forward of
         its MLP at the probe points, run transposed so every layer's product lands in its rows
-        (``W @ h^T`` is ``(h @ W^T)^T`` element for element: tests/test_graphs.py checks it)."""
+        (see :meth:`_choose_products`). ``check``: refuse rows that hold NaN or inf."""
         if out is None:
             out = torch.empty(self.probe_shape)
         with torch.no_grad():
@@ -214,8 +224,8 @@ class GraphTemplate:
                 if k != last and not self.row_major[k]:
                     _activate_(mlp.act, dst)
                 h = dst
-            for r in self.bias_rows:
-                out[r] = 1.0
+            if self.bias_rows:
+                out.index_fill_(0, self.bias_index, 1.0)
             if check and not all_finite(out[self.n_in:]):  # the inputs are finite: finite parameters, cached encoding
                 raise GraphError("probe features hold NaN or inf (the network diverges at a probe point)")
         return out
@@ -223,7 +233,7 @@ class GraphTemplate:
     def convert(self, field, probes: bool = True) -> ParameterGraph:
         """The field's graph: template structure, its values and (``probes``) its probe rows."""
         ea = self.edge_attr.clone()
-        ea[:, L.E_VALUE] = self.values(field)
+        ea.select(1, L.E_VALUE).copy_(self.values(field))
         if not probes:
             return ParameterGraph(self.x.clone(), self.edge_index.clone(), ea, spec=self.spec, name=self.name)
         return ParameterGraph(self.x.clone(), self.edge_index.clone(), ea, spec=self.spec, name=self.name,

@@ -212,6 +212,59 @@ def template_of(field):
     return template_for(field, lambda: to_graph(field))
 
 
+#: the parts of one templated to_graph, in the order conversion_parts reports them
+PARTS = ("structure copies", "parameter values", "grid rows", "encoding rows", "hidden layer products",
+         "activations", "output layer", "finiteness check", "other")
+
+
+def conversion_parts(field, repeats: int) -> tuple[float, dict]:
+    """Where one ``to_graph`` of a templated field spends its time: ``(total, {part: us})``, each
+    part timed alone with the template's own pieces (min over ``repeats``); "other" is the rest
+    (Python, slicing, the graph object). The output layer is the one that keeps the builder's own
+    product (BLAS sums a 4-wide layer in another order), so it pays two transposes."""
+    from graphs.graph import _all_finite
+    from graphs.template import _activate_
+
+    def t(fn) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            s = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - s)
+        return best * 1e6
+
+    tpl, mlp = template_of(field), field.mlp
+    total = t(lambda: to_graph(field))
+    parts = dict.fromkeys(PARTS, 0.0)
+    parts["structure copies"] = t(lambda: (tpl.x.clone(), tpl.edge_index.clone(), tpl.edge_attr.clone(),
+                                           tpl.probe_index.clone()))
+    ea = tpl.edge_attr.clone()
+    parts["parameter values"] = t(lambda: ea.select(1, 0).copy_(tpl.values(field)))
+    with torch.no_grad():
+        out = tpl.probe(field)
+        if tpl.n_grid:
+            parts["grid rows"] = t(lambda: tpl._grid_rows(field, out[:tpl.n_grid]))
+        if tpl.enc_rows is not None:
+            parts["encoding rows"] = t(lambda: out[tpl.n_grid:tpl.n_in].copy_(tpl.enc_rows))
+        h, last = out[:tpl.n_in], len(mlp.layers) - 1
+        for k, lin in enumerate(mlp.layers):
+            dst = out[tpl.rows[k]:tpl.rows[k] + lin.out_features]
+            if tpl.row_major[k]:
+                key = "output layer" if k == last else "hidden layer products"
+                parts[key] += t(lambda: dst.copy_(lin(h.t().contiguous()).t()))
+            elif lin.bias is None:
+                parts["hidden layer products"] += t(lambda: torch.mm(lin.weight, h, out=dst))
+            else:
+                parts["hidden layer products"] += t(lambda: torch.addmm(lin.bias.unsqueeze(1), lin.weight, h, out=dst))
+            if k != last:
+                scratch = dst.clone()
+                parts["activations"] += t(lambda: _activate_(mlp.act, scratch))
+            h = dst
+        parts["finiteness check"] = t(lambda: _all_finite(out[tpl.n_in:]))
+    parts["other"] = max(0.0, total - sum(parts.values()))
+    return total, parts
+
+
 def _peak_extra_rss(name: str, preset: str, q) -> None:
     field = make_field(name, preset)
     to_graph(make_field("MLP-32H", preset))          # warm the code paths, not this graph
@@ -241,6 +294,8 @@ def main(argv=None) -> int:
     ap.add_argument("--references", metavar="DIR", default=None,
                     help="checkouts of the reference converters (graph_metanetworks/, gmnerf/) to time beside ours")
     ap.add_argument("--ref-repeats", type=int, default=40, help="interleaved repeats of the side-by-side timing")
+    ap.add_argument("--parts", action="store_true",
+                    help="also time each part of one conversion of the reference families (where the time goes)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 repeats, batches of 4, no json")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -324,10 +379,24 @@ def main(argv=None) -> int:
         slow = [r["arch"] for r in side if r["with_probes"]["median"] < 2]
         print(f"goal conversion with probe rows >= 2x the fastest reference (median ratio): "
               f"{'met' if not slow else 'missed by ' + ', '.join(slow)}")
+    parts = {}
+    if args.parts:
+        for name in REF_FAMILIES:
+            total, p = conversion_parts(make_field(name, args.preset), max(50, args.ref_repeats))
+            parts[name] = dict(total_us=total, **p)
+        print(f"\nwhere one to_graph spends its time (us, each part alone, min over repeats; load {os.getloadavg()[0]:.2f})")
+        print(f"{'part':<22}" + "".join(f"{n:>9}" for n in parts))
+        for k in PARTS + ("total_us",):
+            print(f"{k:<22}" + "".join(f"{parts[n][k]:>9.0f}" for n in parts))
+        ref = {r["arch"]: r["min_ms"][r["reference"]] * 1e3 for r in side}
+        if ref:
+            print(f"{'2x target (ref min/2)':<22}" + "".join(f"{ref[n] / 2 if n in ref else float('nan'):>9.0f}"
+                                                           for n in parts))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump(dict(preset=args.preset, threads=args.threads, rows=rows, references=side), f, indent=1)
+            json.dump(dict(preset=args.preset, threads=args.threads, rows=rows, references=side, parts=parts), f,
+                      indent=1)
     return 0
 
 

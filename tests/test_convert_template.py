@@ -152,8 +152,9 @@ def _run(args):
 def test_convert_speed_references_smoke(tmp_path):
     """With a checkout: a ratio row per family it converts and the goal line; without: one line, no ratio."""
     _fake_reference(tmp_path / "graph_metanetworks")
-    out = _run([ROOT / "benchmarks" / "convert_speed.py", "--smoke", "--references", tmp_path])
+    out = _run([ROOT / "benchmarks" / "convert_speed.py", "--smoke", "--references", tmp_path, "--parts"])
     assert "absent under" in out and "gmnerf" in out and "beside the references" in out
+    assert "where one to_graph spends its time" in out and "hidden layer products" in out
     mlp = [ln for ln in out.splitlines() if ln.startswith("MLP ") and " GMN " in ln]
     assert len(mlp) == 1 and "goal conversion with probe rows" in out
     out = _run([ROOT / "benchmarks" / "convert_speed.py", "--smoke"])

@@ -2,7 +2,8 @@
 and its speed beside the reference converters', timed in the same run.
 
     python benchmarks/convert_speed.py [--repeats 30] [--preset paper] [--batch 32] [--threads 1]
-                                       [--references DIR] [--json results/convert_speed.json]
+                                       [--references DIR [--ref-repeats 40] [--parts]]
+                                       [--json results/convert_speed.json]
 
 For each architecture (and TRI-xyz, a tri-plane fed raw xyz, the input GMN's ``arch_to_graph``
 handles): nodes, edges, the graph's own bytes, the median conversion time over repeats (probe rows
@@ -18,7 +19,8 @@ github.com/cptq/graph_metanetworks, ``DIR/gmnerf``: github.com/CVLAB-Unibo/gmner
 loaded from there and timed on networks of the same sizes as ours, in interleaved pairs with
 ``to_graph`` (with and without probe rows), at the same thread count. Goal: conversion with probe
 rows at least 2x the fastest reference converter in every family (median ratio over the pairs).
-Without DIR (or without their files) it says so in one line and prints no ratio.
+Without DIR (or without their files) it says so in one line and prints no ratio. ``--parts``:
+each part of one conversion of those families timed alone, where the time goes.
 ``--smoke`` runs tiny sizes and few repeats (the test suite's check that the script runs).
 """
 from __future__ import annotations

@@ -183,7 +183,7 @@ class GraphTemplate:
         operations as the field's ``grid_features``, at the cached lookup, without its transposes."""
         if self.hash_lookup is not None:
             g = field.grid
-            lv = g.level_features(self.hash_lookup[0], self.hash_weights)            # [L, K, F]
+            lv = g.level_features(self.hash_lookup[0], self.hash_weights, no_grad=True)   # [L, K, F]
             rows.view(lv.shape[0], lv.shape[2], lv.shape[1]).copy_(lv.permute(0, 2, 1))
         elif self.plane_grid is not None:
             feats = field.plane_features(self.plane_grid)                              # [3, C, K]

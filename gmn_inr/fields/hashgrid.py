@@ -113,13 +113,14 @@ class HashGridEncoding(nn.Module):
         w = torch.where(self.corners.bool(), frac.unsqueeze(2), 1.0 - frac.unsqueeze(2)).prod(-1)  # [L, M, 8]
         return self.entry_index(grid).reshape(-1), w
 
-    def level_features(self, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def level_features(self, idx: torch.Tensor, w: torch.Tensor, no_grad: bool = False) -> torch.Tensor:
         """``[L, M, F]``: the table read at :meth:`lookup`'s ``idx`` with weights ``w [L, M, 8, 1]``
-        (or the same expanded to ``[L, M, 8, F]``: the products, and so the sum, are the same)."""
+        (or the same expanded to ``[L, M, 8, F]``: the products, and so the sum, are the same).
+        ``no_grad``: the caller wants no gradient (graph probes), so each F-float row may be
+        gathered as one integer: the same bytes, a third of the time."""
         F = self.n_features
-        raw = _RAW_ROW.get(F)
-        if raw is not None and not (torch.is_grad_enabled() and self.params.requires_grad):
-            # no gradient wanted: gather each F-float row as one integer (the same bytes, a third of the time)
+        raw = _RAW_ROW.get(F) if no_grad else None
+        if raw is not None:
             feats = self.params.detach().view(raw).index_select(0, idx).view(torch.float32)
         else:
             feats = self.params.view(-1, F).index_select(0, idx)

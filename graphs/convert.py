@@ -10,7 +10,7 @@ from torch import nn
 
 from .graph import GraphError, batch_graphs
 from .registry import Converter, UnregisteredArchitectureError, check_finite, find_converter
-from .template import cached_template, templatable
+from .template import cached_template, ready_template, templatable
 from .traced import TraceError, trace_to_graph
 
 
@@ -18,6 +18,12 @@ def to_graph(module: nn.Module):
     """Convert ``module`` into a :class:`~graphs.ParameterGraph` through the registry."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"to_graph takes an nn.Module, got {type(module).__name__}")
+    tpl = ready_template(module)
+    if tpl is not None and getattr(find_converter(module), "uses_template", False):
+        # a built-in dense field of a known spec: the template path checks every parameter (finite,
+        # within MAX_PARAMETER_ABS) and probe row once, the structure once per spec
+        with torch.no_grad():
+            return tpl.convert(module)
     check_finite(module)                   # once, for every path below
     module = _as_float32(module)
     try:

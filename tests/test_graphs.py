@@ -352,7 +352,7 @@ def test_probe_features_are_the_networks_activations(name):
         bad.validate()
 
 
-# -- templates and batched conversion ------------------------------------------------
+# -- templates and batched conversion ------------------------------------------------------
 @pytest.mark.parametrize("arch", ["MLP", "TRI-8C", "HASH-3N", "OCT"])
 def test_to_batch_equals_one_at_a_time(arch):
     """graphs.to_batch gives exactly Batch.from_data_list of the one-at-a-time graphs."""
@@ -375,23 +375,6 @@ def test_to_batch_equals_one_at_a_time(arch):
             assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
     for a, b in zip(got.to_data_list(), want.to_data_list()):
         assert all(torch.equal(a[k], b[k]) for k in b.keys() if torch.is_tensor(b[k]))
-
-
-@pytest.mark.parametrize("arch", ["MLP", "TRI", "HASH"])
-def test_template_graph_equals_builder_graph(arch):
-    """The cached-template conversion is the builder's graph bit for bit, for a second INR too."""
-    from gmn_inr.fields import arch_spec_for, build_field
-    from graphs.mlp import field_to_graph
-    from graphs.triplane import add_triplane
-    from graphs.hashgrid import add_hash_grid
-
-    add = {"MLP": None, "TRI": lambda b, f: add_triplane(b, f.planes), "HASH": lambda b, f: add_hash_grid(b, f.grid)}
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        f = build_field(arch_spec_for(arch, 4, "tiny"))
-        fast, slow = to_graph(f), field_to_graph(f, add[arch], template=False).validate()
-        for k in ("x", "edge_index", "edge_attr", "probe", "probe_index"):
-            assert torch.equal(getattr(fast, k), getattr(slow, k)), (seed, k)
 
 
 def test_template_path_still_rejects_nan():

@@ -43,13 +43,19 @@ class TriplaneField(Field):
         self.planes = nn.Parameter(torch.randn(3, g.channels, g.resolution, g.resolution) * 0.1)
         self.register_buffer("plane_axes", torch.tensor(PLANE_AXES), persistent=False)
 
+    def sample_grid(self, pts: torch.Tensor) -> torch.Tensor:
+        """``grid_sample``'s grid ``[3, 1, M, 2]`` of points ``[M, 3]``: per plane its (u, v)."""
+        uv = pts[:, self.plane_axes]                          # [M, 3, 2] -> per plane (u, v)
+        return uv.permute(1, 0, 2).unsqueeze(1)               # [3, 1, M, 2]
+
+    def plane_features(self, grid: torch.Tensor) -> torch.Tensor:
+        """``[3, C, M]``: each plane sampled at :meth:`sample_grid`'s ``grid``."""
+        return F.grid_sample(self.planes, grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=self.align_corners).squeeze(2)
+
     def grid_features(self, xyz: torch.Tensor) -> torch.Tensor:
         lead = xyz.shape[:-1]
-        pts = xyz.reshape(-1, 3)
-        uv = pts[:, self.plane_axes]                          # [M, 3, 2] -> per plane (u, v)
-        grid = uv.permute(1, 0, 2).unsqueeze(1)               # [3, 1, M, 2]
-        feats = F.grid_sample(self.planes, grid, mode="bilinear", padding_mode="zeros",
-                              align_corners=self.align_corners).squeeze(2)            # [3, C, M]
+        feats = self.plane_features(self.sample_grid(xyz.reshape(-1, 3)))                # [3, C, M]
         if self.concat:
             return feats.permute(2, 0, 1).reshape(*lead, self.grid_dim)               # [..., 3C], plane-major
         return feats.sum(0).transpose(0, 1).reshape(*lead, self.grid_dim)             # [..., C]

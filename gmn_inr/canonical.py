@@ -23,8 +23,8 @@ encoder's cross-function recall@1 on the cpu zoo falls from 74% (mean of the six
   and measures each probe point's distance to those crossings. Given only the outputs at the probe
   points (no field), the fallback divides the logit's INR-specific scale out,
   ``|logit| * OCC_MEDIAN_DISTANCE / median_K |logit|``, which puts the median probe point at a
-  fixed distance. Both constants were chosen on the cpu zoo's *training* objects
-  (docs/results/implicit_functions.md).
+  fixed distance. Both constants were chosen on training objects
+  (docs/results/history/implicit_functions.md, "Constants").
 
 The unsigned distance drops what an sdf's or an occupancy's sign says, inside or outside; where an
 occupancy INR's logits are flat that sign is nearly all its output says. :func:`canonical_side`
@@ -59,25 +59,20 @@ from graphs.layout import N_OUT, N_TYPE, OUT_SCALE, NodeType, output_channel
 
 #: the truncation of the canonical distance (= gmn_inr.losses.SDF_CLAMP, the decoder's clamp)
 TRUNCATION = 0.1
-#: where an occupancy INR's median probe point is put after dividing out its logit scale.
-#: No-learning recall@1 on the cpu zoo's 72 training objects (occupancy/sdf, occupancy/udf):
-#: 0.35 (the median |sdf| of those objects, i.e. a linear logit) 24% / 17%, 0.15 76% / 68%,
-#: 0.075 90% / 90%: logits grow more slowly than distance away from the surface.
+#: where an occupancy INR's median probe point is put after dividing out its logit scale: logits
+#: grow more slowly than distance away from the surface (chosen on training objects: see
+#: docs/results/history/implicit_functions.md, "Constants")
 OCC_MEDIAN_DISTANCE = 0.075
 IMPLICIT = ("sdf", "udf", "occupancy")
 #: spacing of the grid on which :func:`surface_distance` looks for sign changes: half the truncation,
-#: so the probe points (0.2 apart) lie on it. No-learning cross-function recall@1 on the cpu zoo's
-#: training INRs (cosine of the canonical rows, occupancy from the sign changes): 89.9 / 92.4 / 89.5 /
-#: 90.5% at 0.057 / 0.05 / 0.04 / 0.033 (29 / 33 / 41 / 49 points per axis); from the logit's scale 71.4%
+#: so the probe points (0.2 apart) lie on it (finer grids gain nothing: docs/results/history/implicit_functions.md)
 SURFACE_SPACING = TRUNCATION / 2
 #: the functions whose canonical distance comes from :func:`surface_distance` when the field is at
 #: hand (an sdf and a udf are distances already; a udf has no sign to change). Radiance: in geometry
-#: mode, its density read as an occupancy; no-learning SDF <-> NeRF recall@1 on the cpu zoo's
-#: training objects 94.0 / 98.2% from the sign changes against 79.4 / 87.2% from the logit's scale
+#: mode, its density read as an occupancy (its sign changes place the surface better than its scale)
 SURFACE_FUNCTIONS = ("occupancy", "radiance")
-#: the side's weight beside the row in the no-learning cosine (:func:`canonical_output_features`):
-#: the cosine of ``[asinh(u), w side]`` on the cpu zoo's training INRs peaks at w = 0.5 (cross-function
-#: recall@1 71.4 / 75.3 / 76.8 / 75.2 / 70.9% at w = 0 / 0.25 / 0.5 / 0.75 / 1)
+#: the side's weight beside the row in the no-learning cosine (:func:`canonical_output_features`),
+#: where that cosine peaks on training INRs (docs/results/history/implicit_functions.md, "Constants")
 SIDE_COSINE_WEIGHT = 0.5
 #: the density a radiance field reaches inside its object (the zoo fits ``SIGMA_MAX * sigmoid(-sdf /
 #: eps)``, gmn_inr.zoo.gate.SIGMA_MAX): ``sigma / DENSITY_REF`` is read as an occupancy probability

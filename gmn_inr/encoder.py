@@ -53,10 +53,8 @@ _EDGE_REST = [c for c in range(EDGE_DIM) if c not in (E_TYPE, E_VALUE)]
 #: sigma = 0..3); gmn_inr.canonical's geometry mode moves an implicit INR's output neuron there too
 GEOMETRY_CHANNEL = DENSITY_CHANNEL
 #: the geometry head's side term at init, relative to its row term (``W_s`` drawn as ``W_p``, then
-#: scaled). Chosen on the cpu zoo's *training* INRs with the trained head (L2 + unified decoder +
-#: SigLIP, 200 steps): cross-function recall@1 89.2 / 90.2 / 88.7 / 86.0% at w = 0.125 / 0.25 / 0.5
-#: / 1 (docs/results/implicit_functions.md). A larger side term swamps the row in the head's random
-#: start, which 200 steps do not undo.
+#: scaled): a larger one swamps the row in the head's random start (chosen on training INRs:
+#: docs/results/history/implicit_functions.md, "Constants")
 SIDE_WEIGHT = 0.25
 
 

@@ -16,10 +16,11 @@ without the input (``torch.zeros``, ``torch.linspace``) are constants (``get_att
 from __future__ import annotations
 
 import operator
+import inspect
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.fx as fx
@@ -28,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from .graph import GraphError
+from .probe import probe_points
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _THIS = os.path.abspath(__file__)
@@ -180,9 +182,19 @@ def record(module: nn.Module, args: tuple) -> Recording:
         if isinstance(getattr(m, "gmn_activation", None), str) and m is not module:
             hooks.append(m.register_forward_hook(_leaf_hook(rec, m.gmn_activation)))
             hooks.append(m.register_forward_pre_hook(_leaf_pre_hook(rec)))
+    running: list[str] = []                        # which submodule a failing forward was in
+    for qual, m in module.named_modules():
+        label = f"{qual or type(module).__name__} ({type(m).__name__})"
+        hooks.append(m.register_forward_pre_hook(lambda *_, label=label: running.append(label)))
+        hooks.append(m.register_forward_hook(lambda *_: running.pop() and None))
     try:
         with torch.no_grad(), rec:
             out = module(*args)
+    except TraceError:
+        raise
+    except Exception as exc:
+        exc.gmn_module = running[-1] if running else None
+        raise
     finally:
         for h in hooks:
             h.remove()
@@ -195,6 +207,74 @@ def record(module: nn.Module, args: tuple) -> Recording:
     rec.rec.graph.output(tuple(rec.rec.outputs))
     rec.rec.graph.eliminate_dead_code()
     return rec.rec
+
+
+def _probe_inputs(module: nn.Module, dims: list[int], cols: list[int]) -> list[torch.Tensor]:
+    pts = probe_points()
+    hook = getattr(module, "gmn_probe_inputs", None)
+    if callable(hook):                       # the module knows its inputs at xyz (e.g. an encoding)
+        xs = [torch.as_tensor(x).float() for x in hook(pts)]
+        if [tuple(x.shape) for x in xs] != [(pts.shape[0], d) for d in dims]:
+            raise TraceError(f"gmn_probe_inputs gave shapes {[tuple(x.shape) for x in xs]}, want "
+                             f"{[(pts.shape[0], d) for d in dims]}")
+        return xs
+    xs = [torch.zeros(pts.shape[0], d) for d in dims]
+    if dims:
+        xs[0][:, cols] = pts[:, :len(cols)]
+    return xs
+
+
+def _columns(module: nn.Module, xyz_columns, width: int) -> list[int]:
+    cols = xyz_columns if xyz_columns is not None else getattr(module, "gmn_xyz_columns", None)
+    cols = list(cols) if cols is not None else list(range(min(3, width)))
+    cols = [c % width for c in cols]
+    if len(cols) > 3 or len(set(cols)) != len(cols):
+        raise TraceError(f"xyz_columns must name at most three distinct input columns, got {cols}")
+    return cols
+
+
+def record_on_probes(module: nn.Module, xyz_columns, in_dims, example: Optional[Callable]) -> tuple[Recording, list]:
+    """Run the forward on the probe points, trying the input widths the module admits."""
+    pts = probe_points()
+    if example is not None:
+        args = example(pts)
+        args = args if isinstance(args, tuple) else (args,)
+        first = next((t for t in torch.utils._pytree.tree_leaves(args) if isinstance(t, torch.Tensor)), None)
+        return record(module, args), _columns(module, xyz_columns, first.shape[-1] if first is not None else 3)
+    hint = in_dims if in_dims is not None else getattr(module, "gmn_input_dims", None)
+    if hint is not None:
+        candidates = [list(hint)]
+    else:
+        try:
+            sig = inspect.signature(module.forward)
+            n_in = sum(1 for p in sig.parameters.values() if p.default is p.empty and
+                       p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        except (TypeError, ValueError):
+            n_in = 1
+        if n_in != 1:
+            raise TraceError(f"{type(module).__name__}.forward takes {n_in} inputs: pass in_dims=[...] (their widths) "
+                             "or example=")
+        first = next((m.in_features for m in module.modules() if isinstance(m, nn.Linear)), None)
+        candidates = [[d] for d in dict.fromkeys(x for x in (first, 3) if x)]
+    errors = []
+    for dims in candidates:
+        cols = _columns(module, xyz_columns, dims[0]) if dims else []
+        try:
+            return record(module, tuple(_probe_inputs(module, dims, cols))), cols
+        except TraceError:
+            raise
+        except Exception as exc:  # the forward rejects this width: try the next
+            where = getattr(exc, "gmn_module", None)
+            errors.append(f"input width {dims}: " + (f"in {where}: " if where else "") + f"{type(exc).__name__}: {exc}")
+    if hint is None:                  # siren's modules take {"coords": x} and return a dict
+        try:
+            return record(module, ({"coords": pts},)), [0, 1, 2]
+        except TraceError:
+            raise
+        except Exception as exc:
+            errors.append(f"{{'coords': x}}: {type(exc).__name__}: {exc}")
+    raise TraceError(f"running {type(module).__name__}.forward on an example input failed ({'; '.join(errors)}); "
+                     "pass in_dims=[...] or example=lambda points: (args,)")
 
 
 def _leaf_pre_hook(rec: _Recorder) -> Callable:
@@ -219,4 +299,4 @@ def _leaf_hook(rec: _Recorder, name: str) -> Callable:
     return post
 
 
-__all__ = ["Recording", "TraceError", "describe", "leaf_activation", "record"]
+__all__ = ["Recording", "TraceError", "describe", "leaf_activation", "record", "record_on_probes"]

@@ -1,38 +1,29 @@
 """Tracing converter: an MLP-like ``nn.Module`` of any shape -> :class:`ParameterGraph`.
 
-``trace_to_graph(module)`` runs the module's forward on an example input (the probe points) and
-records the torch calls it makes (:mod:`graphs.trace_record`): Python control flow on shapes and
-constants is specialised, as ``torch.export`` does. It then places what it recorded in the graph
-where the tensor flows (Lim et al.'s ``arch_to_graph`` covers the same ground):
+``trace_to_graph(module)`` runs the forward on the probe points, recording its torch calls
+(:mod:`graphs.trace_record`: control flow on shapes and constants specialised, as ``torch.export``
+does), and places them where the tensor flows (Lim et al.'s ``arch_to_graph`` covers the same ground):
 
-* ``nn.Linear`` / ``F.linear`` / ``x @ W (+ b)`` (also weight-normalised, hook style ``weight_g`` /
-  ``weight_v`` or ``parametrizations.weight_norm``): a neuron per output, the edge ``i -> o`` holding
-  ``W[o, i]`` (weight norm: the unit direction ``v[o, i] / |v[o]|``, plus the gain ``g[o]`` on an
-  edge from one GAIN node per layer), a bias node per layer;
-* elementwise activations (ReLU, sine, tanh, sigmoid, softplus, GELU, SiLU, leaky ReLU, ELU), with
-  scalar arithmetic folded in when an activation follows it (SIREN's ``sin(w0 * x)``);
-* ``LayerNorm``: a normalised copy of each neuron, ``gamma[i]`` on the edge from neuron ``i`` to
-  its copy (NORM_SCALE; 1 without affine), ``beta`` from a bias node;
-* concatenations, splits, chunks and slices along the feature dimension: no new nodes;
-* ``a + b`` of a fresh pre-activation and another tensor (residual): edges of value 1 (RESIDUAL);
+* ``nn.Linear`` / ``F.linear`` / ``x @ W (+ b)``, plain or weight-normalised (hooks or
+  parametrizations): a neuron per output, edge ``i -> o`` holding ``W[o, i]`` (weight norm: the unit
+  direction ``v[o, i] / |v[o]|``, the gain ``g[o]`` on an edge from one GAIN node), a bias node;
+* elementwise activations, with scalar arithmetic before them folded in (SIREN's ``sin(w0 * x)``);
+* ``LayerNorm``: a normalised copy of each neuron (``gamma`` on NORM_SCALE edges, ``beta`` from a bias node);
+* concatenation / split / chunk / slicing of features: no new nodes; ``x + f(x)``: RESIDUAL edges of 1;
 * a function of the inputs alone (an encoding, ``(x + 1) / 2``, ``clone().detach()``): input nodes
-  holding its values, where a layer reads it (x, y or z as position when it is affine in one);
-* several outputs (a tuple, list or dict): every output neuron is an OUTPUT node, in the order
-  returned; a returned input (SIREN's ``(output, coords)``) is not an output.
+  holding its values where a layer reads it (position x, y or z when affine in one of them);
+* several outputs (tuple, list, dict): OUTPUT nodes in the order returned; a returned input
+  (SIREN's ``(output, coords)``) is not an output.
 
-Every parameter lies on exactly one edge; a parameter the forward does not use, a parameter used
-twice (shared weights) or any other operation on a tensor computed from the input raises
-:class:`TraceError` naming the operation and the module's source line. Probe features are the
-recorded values: each neuron's row is its value at the probe points (after its activation).
-Inputs: ``xyz_columns`` (default the first three, or ``module.gmn_xyz_columns``) of the first
-input hold x, y, z at the probe points, the other inputs 0 -- unless the module has
-``gmn_probe_inputs(points)`` returning its inputs, or ``example(points)`` gives the forward's
-arguments. The input width: ``in_dims``, ``module.gmn_input_dims``, else the first
-``nn.Linear``'s input width or 3; a forward taking siren's ``{"coords": x}`` dict is tried last.
+Every parameter lies on exactly one edge; an unused or twice-used parameter, or any other operation
+on a tensor computed from the input, raises :class:`TraceError` naming the operation and the source
+line. Probe rows are the recorded values. Inputs: ``xyz_columns`` of the first input (default the
+first three or ``module.gmn_xyz_columns``) hold x, y, z, others 0, unless ``gmn_probe_inputs(points)``
+or ``example(points)`` gives them; widths from ``in_dims``, ``gmn_input_dims``, the first
+``nn.Linear``, or 3; siren's ``{"coords": x}`` dict is tried last.
 """
 from __future__ import annotations
 
-import inspect
 import operator
 from typing import Any, Callable, Optional, Sequence
 
@@ -43,13 +34,12 @@ from torch import nn
 
 from . import layout as L
 from . import mlp as _mlp
-from .graph import GraphBuilder, ParameterGraph, edge_features, node_features
+from .graph import ParameterGraph, edge_features, node_features
 from .mlp import add_linear
-from .probe import probe_points
 from .trace_ops import (ADD, CONST_BROADCASTS, CONST_VIEWS, MATMUL, PASS_FUNCTIONS, PASS_METHODS, ROUTING_FUNCTIONS,
-                        ROUTING_METHODS, SCALAR_FUNCTIONS, SCALAR_METHODS, Const, Coord, Neurons, WeightNorm,
+                        ROUTING_METHODS, SCALAR_FUNCTIONS, SCALAR_METHODS, Const, Coord, GraphState, Neurons, WeightNorm,
                         activation_of, op_in)
-from .trace_record import Recording, TraceError, describe, record
+from .trace_record import TraceError, describe, record_on_probes
 
 _describe = describe
 
@@ -60,66 +50,7 @@ def _tensor_args(node: fx.Node) -> list[fx.Node]:
     return found
 
 
-class _Converter:
-    def __init__(self, module: nn.Module, rec: Recording, cols: list[int]):
-        self.module, self.rec, self.V, self.cols = module, rec, rec.values, cols
-        self.params = dict(module.named_parameters())
-        self.b = GraphBuilder()
-        self.layer: list[torch.Tensor] = []             # layer of every node, in blocks
-        self.acts: list[tuple[torch.Tensor, str]] = []  # (neuron ids, activation) in order
-        self.probes: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, rows [n, K]) in order
-        self.used_params: dict[str, str] = {}
-        self.S: dict[fx.Node, Any] = {}                 # what each recorded value is in the graph
-        self.pts = probe_points()
-        self.K = self.pts.shape[0]
-
-    # -- graph pieces ---------------------------------------------------------------------
-    def _add_nodes(self, feats: torch.Tensor, layer: int) -> torch.Tensor:
-        ids = self.b.add_nodes(feats)
-        self.layer.append(torch.full((feats.shape[0],), layer, dtype=torch.long))
-        return ids
-
-    def _layer_of(self, ids: torch.Tensor) -> int:
-        return int(torch.cat(self.layer)[ids].max()) if ids.numel() else 0
-
-    def _probe(self, ids: torch.Tensor, value: torch.Tensor, node: fx.Node) -> None:
-        rows = value.detach().float().reshape(-1, ids.shape[0])
-        if rows.shape[0] != self.K:
-            raise TraceError(f"{_describe(node)} changes the batch of probe points ({rows.shape[0]} rows, want {self.K})")
-        self.probes.append((ids, rows.t()))
-
-    def _ones(self, ids: torch.Tensor) -> None:
-        self.probes.append((ids, torch.ones(ids.shape[0], self.K)))
-
-    def _use_param(self, name: str, node: fx.Node) -> None:
-        if name in self.used_params:
-            raise TraceError(f"parameter {name!r} is used twice ({self.used_params[name]} and {_describe(node)}): "
-                             "shared weights cannot lie on one edge each")
-        self.used_params[name] = _describe(node)
-
-    def materialise(self, arg: fx.Node) -> Neurons:
-        """Input nodes for a function of the inputs (an encoding): their probe rows are its values;
-        a column affine in x, y or z (and nothing else) has that axis as its position."""
-        v = self.V[arg].detach().float()
-        n = v.shape[-1] if v.ndim else 1
-        rows = v.reshape(-1, n)
-        if rows.shape[0] != self.K:
-            raise TraceError(f"{_describe(arg)}: a function of the input with {rows.shape[0]} rows, want {self.K}")
-        A = torch.cat([self.pts, torch.ones(self.K, 1)], 1).double()
-        pos = torch.zeros(n, 3)
-        for axis in range(3):        # three least-squares fits, each over all columns at once
-            X = A[:, [axis, 3]]
-            coef = torch.linalg.lstsq(X, rows.double()).solution
-            resid = (X @ coef - rows.double()).abs().amax(0)
-            hit = (resid <= 1e-5 * (1 + rows.double().abs().amax(0))) & (coef[0].abs() > 1e-6)
-            pos[hit, axis] = 1.0
-        pos[pos.sum(1) > 1] = 0.0
-        ids = self._add_nodes(node_features(n, L.NodeType.INPUT, layer=0, pos=pos), 0)
-        self.probes.append((ids, rows.t()))
-        s = Neurons(ids, coord=True)
-        self.S[arg] = s
-        return s
-
+class _Converter(GraphState):
     def _neurons_arg(self, node: fx.Node, arg, what: str) -> Neurons:
         s = self.S.get(arg) if isinstance(arg, fx.Node) else None
         if isinstance(s, Coord):
@@ -255,24 +186,6 @@ class _Converter:
         self.b.add_edges(sb.ids, sa.ids, edge_features(torch.ones(sa.ids.shape[0]), L.EdgeType.RESIDUAL, layer=layer))
         self._probe(sa.ids, self.V[node], node)
         return Neurons(sa.ids, fresh=True)
-
-    def constant(self, node: fx.Node, arg: fx.Node, c: Const) -> Neurons:
-        """A parameter vector fed to the network beside the input: one INPUT node per entry, each with
-        an edge from a bias node holding its value (so the value lies on one edge)."""
-        v = c.value.detach()
-        n = v.shape[-1]
-        if v.numel() != n:
-            raise TraceError(f"{_describe(node)}: parameter {c.name!r} of shape {tuple(v.shape)} enters as a tensor; "
-                             "only a vector (a latent code) can be placed")
-        self._use_param(c.name, node)
-        ids = self._add_nodes(node_features(n, L.NodeType.INPUT, layer=0), 0)
-        bn = self._add_nodes(node_features(1, L.NodeType.BIAS, layer=0), 0)
-        self.b.add_edges(bn.expand(n), ids, edge_features(v.reshape(-1), L.EdgeType.BIAS, layer=0))
-        self._ones(bn)
-        self.probes.append((ids, v.reshape(-1, 1).float().expand(n, self.K)))
-        s = Neurons(ids)
-        self.S[arg] = s
-        return s
 
     def route(self, node: fx.Node) -> Any:
         """cat / split / chunk / slice along the features: run the op on id trackers (each column holds
@@ -437,73 +350,6 @@ class _Converter:
         return g
 
 
-def _probe_inputs(module: nn.Module, dims: list[int], cols: list[int]) -> list[torch.Tensor]:
-    pts = probe_points()
-    hook = getattr(module, "gmn_probe_inputs", None)
-    if callable(hook):                       # the module knows its inputs at xyz (e.g. an encoding)
-        xs = [torch.as_tensor(x).float() for x in hook(pts)]
-        if [tuple(x.shape) for x in xs] != [(pts.shape[0], d) for d in dims]:
-            raise TraceError(f"gmn_probe_inputs gave shapes {[tuple(x.shape) for x in xs]}, want "
-                             f"{[(pts.shape[0], d) for d in dims]}")
-        return xs
-    xs = [torch.zeros(pts.shape[0], d) for d in dims]
-    if dims:
-        xs[0][:, cols] = pts[:, :len(cols)]
-    return xs
-
-
-def _columns(module: nn.Module, xyz_columns, width: int) -> list[int]:
-    cols = xyz_columns if xyz_columns is not None else getattr(module, "gmn_xyz_columns", None)
-    cols = list(cols) if cols is not None else list(range(min(3, width)))
-    cols = [c % width for c in cols]
-    if len(cols) > 3 or len(set(cols)) != len(cols):
-        raise TraceError(f"xyz_columns must name at most three distinct input columns, got {cols}")
-    return cols
-
-
-def _record_on_probes(module: nn.Module, xyz_columns, in_dims, example: Optional[Callable]) -> tuple[Recording, list]:
-    """Run the forward on the probe points, trying the input widths the module admits."""
-    pts = probe_points()
-    if example is not None:
-        args = example(pts)
-        args = args if isinstance(args, tuple) else (args,)
-        first = next((t for t in torch.utils._pytree.tree_leaves(args) if isinstance(t, torch.Tensor)), None)
-        return record(module, args), _columns(module, xyz_columns, first.shape[-1] if first is not None else 3)
-    hint = in_dims if in_dims is not None else getattr(module, "gmn_input_dims", None)
-    if hint is not None:
-        candidates = [list(hint)]
-    else:
-        try:
-            sig = inspect.signature(module.forward)
-            n_in = sum(1 for p in sig.parameters.values() if p.default is p.empty and
-                       p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-        except (TypeError, ValueError):
-            n_in = 1
-        if n_in != 1:
-            raise TraceError(f"{type(module).__name__}.forward takes {n_in} inputs: pass in_dims=[...] (their widths) "
-                             "or example=")
-        first = next((m.in_features for m in module.modules() if isinstance(m, nn.Linear)), None)
-        candidates = [[d] for d in dict.fromkeys(x for x in (first, 3) if x)]
-    errors = []
-    for dims in candidates:
-        cols = _columns(module, xyz_columns, dims[0]) if dims else []
-        try:
-            return record(module, tuple(_probe_inputs(module, dims, cols))), cols
-        except TraceError:
-            raise
-        except Exception as exc:  # the forward rejects this width: try the next
-            errors.append(f"input width {dims}: {type(exc).__name__}: {exc}")
-    if hint is None:                  # siren's modules take {"coords": x} and return a dict
-        try:
-            return record(module, ({"coords": pts},)), [0, 1, 2]
-        except TraceError:
-            raise
-        except Exception as exc:
-            errors.append(f"{{'coords': x}}: {type(exc).__name__}: {exc}")
-    raise TraceError(f"running {type(module).__name__}.forward on an example input failed ({'; '.join(errors)}); "
-                     "pass in_dims=[...] or example=lambda points: (args,)")
-
-
 def trace_to_graph(module: nn.Module, xyz_columns: Optional[Sequence[int]] = None,
                    in_dims: Optional[Sequence[int]] = None, name: Optional[str] = None,
                    example: Optional[Callable[[torch.Tensor], Any]] = None) -> ParameterGraph:
@@ -519,7 +365,7 @@ def trace_to_graph(module: nn.Module, xyz_columns: Optional[Sequence[int]] = Non
     module.eval()
     try:
         with torch.no_grad():
-            rec, cols = _record_on_probes(module, xyz_columns, in_dims, example)
+            rec, cols = record_on_probes(module, xyz_columns, in_dims, example)
             return _Converter(module, rec, cols).convert(name or type(module).__name__).validate()
     finally:
         module.train(was)

@@ -19,6 +19,7 @@ import operator
 import inspect
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -260,7 +261,12 @@ def record_on_probes(module: nn.Module, xyz_columns, in_dims, example: Optional[
     for dims in candidates:
         cols = _columns(module, xyz_columns, dims[0]) if dims else []
         try:
-            return record(module, tuple(_probe_inputs(module, dims, cols))), cols
+            with warnings.catch_warnings(record=True) as caught:   # a rejected width's warnings are dropped
+                warnings.simplefilter("always")
+                out = record(module, tuple(_probe_inputs(module, dims, cols))), cols
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            return out
         except TraceError:
             raise
         except Exception as exc:  # the forward rejects this width: try the next

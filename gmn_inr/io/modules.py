@@ -133,15 +133,20 @@ def linear_stack(state: dict, what: str) -> list[tuple[torch.Tensor, Optional[to
 
 
 def mlp_field(layers: list, activation: str, w0: float, scale: torch.Tensor, shift: torch.Tensor, name: str):
-    """The :class:`MLPField` computing ``layers`` with ``activation`` on ``scale * xyz + shift``
-    (the affine map folded into the first layer: ``W diag(scale)``, ``b + W shift``)."""
+    """The :class:`MLPField` computing ``layers`` with ``activation`` on ``scale * xyz + shift``:
+    ``(xyz + 1) / 2`` by the encoding's ``input_range="unit"``, another map folded into the first
+    layer (``W diag(scale)``, ``b + W shift``)."""
     if activation not in ("relu", "sine"):
         raise FormatError(f"activation {activation!r} is not one an MLPField holds (relu, sine)")
     H, W, n_out = len(layers) - 1, layers[0][0].shape[0], layers[-1][0].shape[0]
+    unit = bool((scale == 0.5).all() and (shift == 0.5).all())
+    if unit:
+        scale, shift = torch.ones(3), torch.zeros(3)
     spec = ArchSpec(family="mlp", out_dim=n_out, name=name,
                     mlp=MLPSpec(hidden_layers=H, hidden_dim=W, activation=activation, bias=True,
                                 **({"w0": float(w0)} if activation == "sine" else {})),
-                    encoding=FrequencySpec(n_freqs=0, include_input=True, style="nerf"))
+                    encoding=FrequencySpec(n_freqs=0, include_input=True, style="nerf",
+                                           input_range="unit" if unit else "signed"))
     field = build_field(spec)
     with torch.no_grad():
         for i, (lin, (w, b)) in enumerate(zip(field.mlp.layers, layers)):

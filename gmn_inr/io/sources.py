@@ -148,10 +148,22 @@ def read_inr(path: str | Path, opts: ReadOptions = ReadOptions()) -> nn.Module:
         state = read_torch_state(path)
     else:
         return formats.load_inr(path)                    # HDF5, msgpack: layouts of their own
-    if opts.module is None and formats.torch_format(state) is not None:
-        return formats.LOADERS[formats.torch_format(state)](path)
     if opts.module is not None:
-        return _module_form(path, state, opts)
+        module = _module_of(opts)
+        if set(unwrap_state(state)) == set(module.state_dict()):
+            return _module_form(path, module, state, opts)
+        try:                                             # a file of another form in a mixed folder
+            return _detect(path, state, meta, opts)
+        except FormatError:
+            load_state_strict(module, unwrap_state(state), str(path))     # names the first key that does not fit
+            raise
+    return _detect(path, state, meta, opts)
+
+
+def _detect(path: Path, state: dict, meta: dict, opts: ReadOptions) -> nn.Module:
+    """A state dict read by its keys: a known layout, tcnn params with a config, or a Linear stack."""
+    if formats.torch_format(state) is not None:
+        return formats.LOADERS[formats.torch_format(state)](path)
     config = _tcnn_config(path, meta, opts)
     if config is not None or set(state) == {"params"}:
         return _tcnn_form(path, state, meta, config, opts)
@@ -161,7 +173,7 @@ def read_inr(path: str | Path, opts: ReadOptions = ReadOptions()) -> nn.Module:
     return mlp_field(layers, opts.activation, SIREN_W0, scale, shift, f"{opts.activation}-mlp{H}x{W}")
 
 
-def _module_form(path: Path, state: dict, opts: ReadOptions) -> nn.Module:
+def _module_of(opts: ReadOptions) -> nn.Module:
     factory = load_factory(opts.module)
     try:
         module = factory()
@@ -169,6 +181,10 @@ def _module_form(path: Path, state: dict, opts: ReadOptions) -> nn.Module:
         raise FormatError(f"--module {opts.module}: calling the factory failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(module, nn.Module):
         raise FormatError(f"--module {opts.module} returned a {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def _module_form(path: Path, module: nn.Module, state: dict, opts: ReadOptions) -> nn.Module:
     load_state_strict(module, unwrap_state(state), str(path))
     scale, shift = opts.cube_map("symmetric")
     field = as_mlp_field(module, scale, shift, type(module).__name__.lower())

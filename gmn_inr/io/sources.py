@@ -2,8 +2,9 @@
 forms that need no layout of their own (``docs/formats.md``, "Your own files"):
 
 * **a module's state dict** (``.pth`` / ``.pt`` / ``.safetensors``, or a checkpoint with
-  ``state_dict`` / ``model_state_dict``) with ``module="path/to/file.py:factory"``: loaded strictly,
-  floats as float32, read through its traced forward;
+  ``state_dict`` / ``model_state_dict``) with ``module="path/to/file.py:factory"`` (or several: each
+  file goes to the module whose keys it holds): loaded strictly, floats as float32, read through its
+  traced forward;
 * **tiny-cuda-nn** ``params`` with their JSON config (safetensors metadata key ``config``,
   ``tcnn_config=FILE.json``, or a sidecar ``<file>.json`` / ``<stem>.json``): HashGrid, Frequency or
   Identity encodings (:func:`graphs.tcnn.tcnn_field`); the output width from the metadata key
@@ -46,12 +47,16 @@ class ReadOptions:
     """How to read the files no layout determines (the CLI's reader flags, :func:`add_reader_arguments`)."""
 
     fmt: Optional[str] = None
-    module: Optional[str] = None
+    module: Optional[str | Sequence[str]] = None
     tcnn_config: Optional[str] = None
     outputs: Optional[int] = None
     activation: str = "relu"
     input_range: Optional[str] = None
     bbox: Optional[Sequence[float]] = None
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return () if self.module is None else (self.module,) if isinstance(self.module, str) else tuple(self.module)
 
     def validate(self) -> "ReadOptions":
         if self.fmt is not None and self.fmt not in formats.FORMATS:
@@ -90,8 +95,9 @@ def add_reader_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading INR files (docs/formats.md)")
     g.add_argument("--format", default=None, help=f"force a known layout ({' | '.join(formats.FORMATS)}); default: "
                    "from the content")
-    g.add_argument("--module", default=None, metavar="FILE.py:FACTORY",
-                   help="state dicts of your own module: a function in FILE.py that returns it")
+    g.add_argument("--module", default=None, action="append", metavar="FILE.py:FACTORY",
+                   help="state dicts of your own module: a function in FILE.py that returns it (repeat for several "
+                   "modules: each file goes to the one whose keys it holds)")
     g.add_argument("--tcnn-config", default=None, metavar="FILE.json",
                    help="tiny-cuda-nn config for files of flat 'params' (else the metadata key 'config' or <file>.json)")
     g.add_argument("--outputs", type=int, default=None, help="output width of a tcnn network (else from the file)")
@@ -148,15 +154,19 @@ def read_inr(path: str | Path, opts: ReadOptions = ReadOptions()) -> nn.Module:
         state = read_torch_state(path)
     else:
         return formats.load_inr(path)                    # HDF5, msgpack: layouts of their own
-    if opts.module is not None:
-        module = _module_of(opts)
-        if set(unwrap_state(state)) == set(module.state_dict()):
-            return _module_form(path, module, state, opts)
+    if opts.modules:
+        keys = set(unwrap_state(state))
+        candidates = [_module_of(spec) for spec in opts.modules]
+        for module in candidates:
+            if keys == set(module.state_dict()):
+                return _module_form(path, module, state, opts)
         try:                                             # a file of another form in a mixed folder
             return _detect(path, state, meta, opts)
-        except FormatError:
-            load_state_strict(module, unwrap_state(state), str(path))     # names the first key that does not fit
-            raise
+        except FormatError as exc:
+            if len(candidates) == 1:                     # names the first key that does not fit
+                load_state_strict(candidates[0], unwrap_state(state), str(path))
+            raise FormatError(f"{path}: its keys fit none of the modules given ({', '.join(opts.modules)}), and "
+                              f"read on its own: {exc}") from None
     return _detect(path, state, meta, opts)
 
 
@@ -173,14 +183,14 @@ def _detect(path: Path, state: dict, meta: dict, opts: ReadOptions) -> nn.Module
     return mlp_field(layers, opts.activation, SIREN_W0, scale, shift, f"{opts.activation}-mlp{H}x{W}")
 
 
-def _module_of(opts: ReadOptions) -> nn.Module:
-    factory = load_factory(opts.module)
+def _module_of(spec: str) -> nn.Module:
+    factory = load_factory(spec)
     try:
         module = factory()
     except Exception as exc:
-        raise FormatError(f"--module {opts.module}: calling the factory failed: {type(exc).__name__}: {exc}") from None
+        raise FormatError(f"--module {spec}: calling the factory failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(module, nn.Module):
-        raise FormatError(f"--module {opts.module} returned a {type(module).__name__}, not an nn.Module")
+        raise FormatError(f"--module {spec} returned a {type(module).__name__}, not an nn.Module")
     return module
 
 

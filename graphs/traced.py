@@ -39,6 +39,8 @@ from .mlp import add_linear
 from .trace_ops import (ADD, CONST_BROADCASTS, CONST_VIEWS, MATMUL, PASS_FUNCTIONS, PASS_METHODS, ROUTING_FUNCTIONS,
                         ROUTING_METHODS, SCALAR_FUNCTIONS, SCALAR_METHODS, Const, Coord, GraphState, Neurons, WeightNorm,
                         activation_of, op_in)
+from . import trace_grid
+from .trace_grid import Grid
 from .trace_record import TraceError, describe, record_on_probes
 
 _describe = describe
@@ -55,6 +57,8 @@ class _Converter(GraphState):
         s = self.S.get(arg) if isinstance(arg, fx.Node) else None
         if isinstance(s, Coord):
             s = self.materialise(arg)
+        elif isinstance(s, Grid):
+            s = trace_grid.place(self, arg)
         if not isinstance(s, Neurons):
             raise TraceError(f"{_describe(node)}: its {what} is not a tensor computed from the input")
         if s.pending:
@@ -200,6 +204,8 @@ class _Converter(GraphState):
                 s = self.constant(node, a, s)
             elif isinstance(s, Coord):
                 s = self.materialise(a)
+            elif isinstance(s, Grid):
+                s = trace_grid.place(self, a)
             if isinstance(s, Neurons):
                 if s.pending:
                     bad.append(a)
@@ -240,7 +246,11 @@ class _Converter(GraphState):
         if op == "call_function" and tgt is operator.getitem and isinstance(self.S.get(node.args[0]), tuple):
             return self.S[node.args[0]][node.args[1]]
         states = [self.S.get(a) for a in _tensor_args(node)]
-        neurons = [s for s in states if isinstance(s, (Neurons, Coord))]
+        if op == "call_function" and tgt is F.grid_sample:
+            return trace_grid.sample(self, node)
+        if any(isinstance(s, Grid) for s in states) and not any(isinstance(s, (Neurons, Coord)) for s in states):
+            return trace_grid.grid_op(self, node)
+        neurons = [s for s in states if isinstance(s, (Neurons, Coord, Grid))]
         params = [s for s in states if isinstance(s, (Const, WeightNorm))]
         if not neurons:
             if op == "call_function" and tgt is torch._weight_norm and len(params) == 2:
@@ -323,7 +333,7 @@ class _Converter(GraphState):
         if not outs:
             raise TraceError(f"{type(self.module).__name__}.forward returns nothing computed from its parameters")
         unused = [n for n, _ in self.module.named_parameters() if n not in self.used_params]
-        if unused:
+        if unused and not self.allow_unused:
             raise TraceError(f"parameters {unused[:5]} of {type(self.module).__name__} are not used by its forward "
                              "(or only by operations that hold no neuron): each parameter must lie on one edge")
         return self._finish(torch.cat([o.ids for o in outs]), name)
@@ -352,12 +362,14 @@ class _Converter(GraphState):
 
 def trace_to_graph(module: nn.Module, xyz_columns: Optional[Sequence[int]] = None,
                    in_dims: Optional[Sequence[int]] = None, name: Optional[str] = None,
-                   example: Optional[Callable[[torch.Tensor], Any]] = None) -> ParameterGraph:
+                   example: Optional[Callable[[torch.Tensor], Any]] = None,
+                   allow_unused: bool = False) -> ParameterGraph:
     """The parameter graph of an MLP-like ``module`` found by running its forward on the probe
     points (see the module docstring for what is placed where). ``xyz_columns``: which columns of
     the first input are x, y, z; ``in_dims``: the width of each forward input; ``example``: a
     function of the ``[K, 3]`` probe points giving the forward's arguments (a tuple; tensors may be
-    nested in dicts). Raises :class:`TraceError` naming the first operation it cannot place. The
+    nested in dicts); ``allow_unused``: parameters this forward does not use (NGLOD's other levels of
+    detail when one is asked for) are left out instead of refused. Raises :class:`TraceError` naming the first operation it cannot place. The
     module runs in eval mode (dropout off) and is left as it was."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"trace_to_graph takes an nn.Module, got {type(module).__name__}")
@@ -366,7 +378,9 @@ def trace_to_graph(module: nn.Module, xyz_columns: Optional[Sequence[int]] = Non
     try:
         with torch.no_grad():
             rec, cols = record_on_probes(module, xyz_columns, in_dims, example)
-            return _Converter(module, rec, cols).convert(name or type(module).__name__).validate()
+            conv = _Converter(module, rec, cols)
+            conv.allow_unused = allow_unused
+            return conv.convert(name or type(module).__name__).validate()
     finally:
         module.train(was)
 

@@ -10,13 +10,14 @@ registered so ``to_graph`` takes them directly.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
 from torch import nn
 
-from gmn_inr.fields import ArchSpec, FrequencySpec, HashGridField, HashGridSpec, MLPSpec, build_field
-from gmn_inr.fields.hashgrid import TCNN_NETWORK_KEYS, HashGridEncoding, hash_levels
+from gmn_inr.fields import ArchSpec, FrequencySpec, HashGridField, HashGridSpec, build_field
+from gmn_inr.fields.hashgrid import HashGridEncoding, hash_levels, tcnn_network_spec
 from gmn_inr.fields.spec import SpecError
 
 from .graph import ParameterGraph
@@ -68,27 +69,6 @@ def split_tcnn_mlp(params, n_in: int, hidden_layers: int, hidden_dim: int, n_out
     return [m[:o, :i].clone() for m, o, i in zip(mats, outs, ins)], bias
 
 
-def tcnn_mlp_spec(net: dict) -> MLPSpec:
-    """The :class:`MLPSpec` of a tcnn network config; an option it cannot hold is named."""
-    if not isinstance(net, dict):
-        raise SpecError(f"tcnn network config must be a JSON object, got {type(net).__name__}")
-    unknown = sorted(str(k) for k in net if k not in TCNN_NETWORK_KEYS)
-    if unknown:
-        raise SpecError(f"tcnn network config keys {unknown} are not supported (known: {', '.join(TCNN_NETWORK_KEYS)})")
-    if net.get("otype", "FullyFusedMLP") not in ("FullyFusedMLP", "CutlassMLP"):
-        raise SpecError(f"tcnn network otype {net.get('otype')!r} is not supported (FullyFusedMLP, CutlassMLP)")
-    act = str(net.get("activation", "ReLU")).lower()
-    if act not in ("relu", "sine"):
-        raise SpecError(f"tcnn network activation {net.get('activation')!r} is not supported (ReLU, Sine)")
-    if str(net.get("output_activation", "None")) != "None":
-        raise SpecError(f"tcnn network output_activation {net['output_activation']!r} is not supported (only 'None')")
-    for key, default in (("n_hidden_layers", 2), ("n_neurons", 64)):
-        if isinstance(net.get(key, default), bool) or not isinstance(net.get(key, default), int):
-            raise SpecError(f"tcnn network config {key!r} must be an integer, got {net[key]!r}")
-    return MLPSpec(hidden_layers=int(net.get("n_hidden_layers", 2)), hidden_dim=int(net.get("n_neurons", 64)),
-                   activation=act, bias=False, w0=1.0)          # tcnn's Sine is sin(x)
-
-
 _ENCODING_KEYS = {"Frequency": ("otype", "n_frequencies", "n_dims_to_encode"),
                   "Identity": ("otype", "scale", "offset", "n_dims_to_encode")}
 
@@ -128,13 +108,13 @@ def tcnn_field(params, config: dict | str, n_output_dims: int = 4, input_range: 
         raise SpecError(f"input_range must be 'unit' or 'symmetric', got {input_range!r}")
     n_freqs = int(enc.get("n_frequencies", 12)) if otype == "Frequency" else 0
     encoding = FrequencySpec(n_freqs=n_freqs, include_input=otype == "Identity", style="tcnn", input_range=rng)
-    mlp = tcnn_mlp_spec(config["network"])
+    mlp = tcnn_network_spec(config["network"])
     mats, bias = split_tcnn_mlp(params, encoding.out_dim, mlp.hidden_layers, mlp.hidden_dim, n_output_dims,
                                 "tcnn params", padding_bias=True)
     default = f"tcnn-freq{n_freqs}" if otype == "Frequency" else "tcnn-identity"
     name = config.get("name") if isinstance(config.get("name"), str) else default
-    field = build_field(ArchSpec(family="mlp", out_dim=n_output_dims, mlp=mlp.__class__(
-        **{**mlp.__dict__, "bias": bias is not None}), encoding=encoding, name=name))
+    field = build_field(ArchSpec(family="mlp", out_dim=n_output_dims, mlp=dataclasses.replace(mlp, bias=bias is not None),
+                                 encoding=encoding, name=name))
     with torch.no_grad():
         for i, (lin, w) in enumerate(zip(field.mlp.layers, mats)):
             lin.weight.copy_(w)

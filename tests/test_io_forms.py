@@ -264,3 +264,43 @@ def test_errors_say_what_to_do(tmp_path, module_file, capsys):
         assert {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
     assert main(["zoo", "import", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new")]) == 2
     assert not (tmp_path / "new").exists()                # nothing read, nothing created
+
+
+def test_a_mixed_folder_each_file_on_its_own(tmp_path, module_file, capsys):
+    """Known layouts (a gmn_inr field, a DeepSDF checkpoint) beside a module's state dict, tcnn
+    params with a sidecar config and a plain stack: classes, architectures and object pairs."""
+    from gmn_inr.fields import arch_spec_for, build_field
+    from gmn_inr.io import DeepSDFDecoder, save_field
+    from gmn_inr.zoo import open_store
+    from gmn_inr.zoo.dataset import pairs_from_records
+
+    torch.manual_seed(0)
+    cfg = {"encoding": {"otype": "Frequency", "n_frequencies": 2},
+           "network": {"otype": "FullyFusedMLP", "activation": "ReLU", "n_neurons": 16, "n_hidden_layers": 1}}
+    for cls in ("chair", "lamp"):
+        d = tmp_path / "src" / cls
+        d.mkdir(parents=True)
+        torch.save(_instance(module_file, "plain_mlp").state_dict(), d / "a.mine.pth")
+        save_file({"params": torch.randn(16 * 16 + 16 * 16) * 0.1}, d / "a.freq.safetensors",
+                  metadata={"n_output_dims": "1"})
+        (d / "a.freq.json").write_text(json.dumps(cfg))
+        save_field(build_field(arch_spec_for("HASH", 1, "tiny")), d / "b.hash.safetensors")
+        seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+        save_file({k: v.contiguous() for k, v in seq.state_dict().items()}, d / "b.stack.safetensors")
+    torch.save({"epoch": 1, "model_state_dict": DeepSDFDecoder(0, dims=(8,) * 4, latent_in=(2,), weight_norm=False).state_dict()},
+               tmp_path / "src" / "lamp" / "c.deepsdf.pth")
+    store = tmp_path / "store"
+    argv = ["zoo", "import", str(tmp_path / "src"), "--out", str(store), "--function", "sdf",
+            "--module", f"{module_file}:plain_mlp"]
+    assert main(argv) == 2
+    assert "c.deepsdf.pth loads as a DeepSDFDecoder" in capsys.readouterr().err
+    assert not store.exists()
+    assert main(argv + ["--skip-unreadable"]) == 0
+    out = capsys.readouterr()
+    assert "skipped (unreadable):" in out.err and "c.deepsdf.pth" in out.err and "embed it" in out.err
+    assert "imported 8 INRs (0 already there, 1 unreadable) of 4 objects in 2 classes" in out.out
+    s = open_store(store)
+    assert sorted({(r.arch, r.family) for r in s}) == [("HASH", "hashgrid"), ("plainmlp", "mlp"),
+                                                       ("relu-mlp1x8", "mlp"), ("tcnn-freq2", "mlp")]
+    pairs = {(a.object_id, *sorted((a.arch, b.arch))) for a, b in pairs_from_records(list(s))}
+    assert pairs == {("chair_b", "HASH", "relu-mlp1x8"), ("lamp_b", "HASH", "relu-mlp1x8")}   # a.* share a family

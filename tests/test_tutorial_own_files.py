@@ -67,8 +67,23 @@ MODULES = textwrap.dedent('''
             return self.net(coords), coords
 
 
+    class SkipDecoder(Decoder):
+        """The published DeepSDF shape: xyz re-fed before a middle layer and tanh on the output."""
+
+        def __init__(self):
+            super().__init__(dims=(32, 32, 32), latent_in=(2,))
+            self.lin1 = nn.utils.parametrizations.weight_norm(nn.Linear(32, 32 - 3))   # room for the re-fed xyz
+
+        def forward(self, input):
+            return torch.tanh(super().forward(input))
+
+
     def decoder():
         return Decoder()
+
+
+    def skip_decoder():
+        return SkipDecoder()
 
 
     def siren():
@@ -155,6 +170,9 @@ def test_tutorial_import_train_search(tmp_path, capsys):
     s = open_store(store)
     assert sorted({(r.arch, r.family) for r in s}) == [("decoder", "mlp"), ("siren", "mlp"), ("tcnn-hash", "hashgrid")]
     assert s.classes == ["ball", "box"]
+    from gmn_inr.zoo.dataset import pairs_from_records
+    pairs = {(a.object_id, *sorted((a.arch, b.arch))) for a, b in pairs_from_records(list(s))}
+    assert len(pairs) == 6 and ("ball_o0", "siren", "tcnn-hash") in pairs and ("box_o1", "decoder", "tcnn-hash") in pairs  # across families
     assert main(["train", str(store), "--preset", "tiny", "--steps", "2", "--out", str(run), "--no-progress",
                  "--function", "sdf", "--archs", "decoder,siren,tcnn-hash"]) == 0
     assert main(["search", "build", str(store), "--checkpoint", str(run), "--index", str(idx), "--kind", "exact",
@@ -164,3 +182,19 @@ def test_tutorial_import_train_search(tmp_path, capsys):
     assert main(["search", "query", str(idx), str(query), "--module", f"{modules}:decoder", "-k", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res[0]["hits"][0]["key"] == "ball_o1/sdf/decoder" and res[0]["hits"][0]["score"] > 0.9999
+    # a module a store does not hold (a skip, an output tanh) is still embedded and queried with, traced
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tutorial_modules_2", modules)
+    mods = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mods)
+    skip = _fit(mods.skip_decoder(), "ball", 0.5)
+    torch.save(skip.state_dict(), tmp_path / "skip.pth")
+    capsys.readouterr()
+    assert main(["search", "query", str(idx), str(tmp_path / "skip.pth"), "--module", f"{modules}:skip_decoder",
+                 "-k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["hits"]) == 3
+    assert main(["embed", str(src), "--checkpoint", str(run), "--out", str(tmp_path / "z.safetensors"),
+                 "--module", f"{modules}:decoder", "--module", f"{modules}:siren"]) == 0
+    from safetensors.torch import load_file
+    z = load_file(tmp_path / "z.safetensors")["embeddings"]
+    assert z.shape[0] == 10 and torch.isfinite(z).all()

@@ -163,8 +163,11 @@ def read_inr(path: str | Path, opts: ReadOptions = ReadOptions()) -> nn.Module:
         try:                                             # a file of another form in a mixed folder
             return _detect(path, state, meta, opts)
         except FormatError as exc:
-            if len(candidates) == 1:                     # names the first key that does not fit
-                load_state_strict(candidates[0], unwrap_state(state), str(path))
+            if len(candidates) == 1:                     # the first key that does not fit, then the other reading
+                try:
+                    load_state_strict(candidates[0], unwrap_state(state), str(path))
+                except FormatError as fit:
+                    raise FormatError(f"{fit}; read on its own: {exc}") from None
             raise FormatError(f"{path}: its keys fit none of the modules given ({', '.join(opts.modules)}), and "
                               f"read on its own: {exc}") from None
     return _detect(path, state, meta, opts)

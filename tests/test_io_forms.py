@@ -57,8 +57,21 @@ MODULE_FILE = textwrap.dedent('''
             return h
 
 
+    class Cumulative(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 4)
+
+        def forward(self, xyz):
+            return torch.cumsum(self.lin(xyz), -1)
+
+
     def skip_decoder():
         return SkipDecoder()
+
+
+    def cumulative():
+        return Cumulative()
 
 
     def plain_mlp():
@@ -227,6 +240,10 @@ def test_errors_say_what_to_do(tmp_path, module_file, capsys):
     with pytest.raises(FormatError, match=r"does not fit SkipDecoder: key 'lin1.weight' is \(13, 15\) in the file, "
                                           r"\(13, 16\) in the module"):
         load_inr(tmp_path / "bad.pth", module=f"{module_file}:skip_decoder")
+    torch.save(_instance(module_file, "cumulative").state_dict(), tmp_path / "cum.pth")
+    with pytest.raises(FormatError, match=r"Cumulative cannot be traced .* cumsum .*/my_inr.py\", line \d+: "
+                                          r"return torch.cumsum"):
+        load_inr(tmp_path / "cum.pth", module=f"{module_file}:cumulative")
     cfg = {"encoding": {"otype": "Frequency", "n_frequencies": 2, "n_dims_to_encode": 2},
            "network": {"otype": "FullyFusedMLP", "n_neurons": 16, "n_hidden_layers": 1}}
     save_file({"params": torch.zeros(16 * 16 + 16 * 16)}, tmp_path / "opt.safetensors",

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from gmn_inr.fields import SpecError
+from graphs import TraceError, trace_to_graph
 from graphs.tcnn import tcnn_field
 
 from . import formats
@@ -204,7 +205,13 @@ def _module_form(path: Path, module: nn.Module, state: dict, opts: ReadOptions) 
     if field is not None:
         return field
     identity = torch.equal(scale, torch.ones(3)) and torch.equal(shift, torch.zeros(3))
-    return module if identity else CubeInput(module, scale, shift).eval()
+    module = module if identity else CubeInput(module, scale, shift).eval()
+    try:                                   # refused now, by name, rather than when it is embedded
+        trace_to_graph(module)
+    except TraceError as exc:
+        raise FormatError(f"{path}: {type(module).__name__} cannot be traced into a parameter graph: "
+                          f"{' '.join(str(exc).split())}") from None
+    return module
 
 
 def _tcnn_config(path: Path, meta: dict, opts: ReadOptions) -> Optional[dict]:

@@ -294,10 +294,12 @@ def test_a_mixed_folder_each_file_on_its_own(tmp_path, module_file, capsys):
     torch.manual_seed(0)
     cfg = {"encoding": {"otype": "Frequency", "n_frequencies": 2},
            "network": {"otype": "FullyFusedMLP", "activation": "ReLU", "n_neurons": 16, "n_hidden_layers": 1}}
+    mine = {}
     for cls in ("chair", "lamp"):
         d = tmp_path / "src" / cls
         d.mkdir(parents=True)
-        torch.save(_instance(module_file, "plain_mlp").state_dict(), d / "a.mine.pth")
+        mine[f"{cls}_a"] = _instance(module_file, "plain_mlp")
+        torch.save(mine[f"{cls}_a"].state_dict(), d / "a.mine.pth")
         save_file({"params": torch.randn(16 * 16 + 16 * 16) * 0.1}, d / "a.freq.safetensors",
                   metadata={"n_output_dims": "1"})
         (d / "a.freq.json").write_text(json.dumps(cfg))
@@ -321,3 +323,7 @@ def test_a_mixed_folder_each_file_on_its_own(tmp_path, module_file, capsys):
                                                        ("relu-mlp1x8", "mlp"), ("tcnn-freq2", "mlp")]
     pairs = {(a.object_id, *sorted((a.arch, b.arch))) for a, b in pairs_from_records(list(s))}
     assert pairs == {("chair_b", "HASH", "relu-mlp1x8"), ("lamp_b", "HASH", "relu-mlp1x8")}   # a.* share a family
+    with torch.no_grad():                                 # the stored INR is the module it came from
+        for r in s:
+            if r.arch == "plainmlp":
+                assert torch.allclose(r.field()(CUBE), mine[r.object_id](CUBE), atol=1e-5)

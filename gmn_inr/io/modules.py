@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import operator
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, build_field
+from graphs.trace_ops import activation_of
+from graphs.trace_record import TraceError, record_on_probes
 
 from .common import FormatError
 
@@ -161,11 +164,6 @@ def mlp_field(layers: list, activation: str, w0: float, scale: torch.Tensor, shi
 def traced_mlp_layers(module: nn.Module) -> Optional[tuple[list, str, float]]:
     """``(layers, activation, w0)`` when the module's recorded forward is a chain of linear layers
     with one elementwise activation (ReLU, or sine with one scalar ``w0``) between them; else None."""
-    import operator
-
-    from graphs.trace_ops import activation_of
-    from graphs.trace_record import TraceError, record_on_probes
-
     try:
         rec, _ = record_on_probes(module, None, None, None)
     except (TraceError, RuntimeError, TypeError, ValueError):

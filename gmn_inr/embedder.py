@@ -37,6 +37,7 @@ def _describe(item: Any, index: int) -> str:
     name = getattr(getattr(item, "spec", None), "name", None) or getattr(item, "name", None)
     return f"item {index} ({type(item).__name__}{' ' + repr(name) if name else ''})"
 from gmn_inr.encoder import GMNEncoder, batch_graphs
+from gmn_inr.io.sources import add_reader_arguments, inr_paths, read_inr, reader_from_args
 
 
 def _as_graph(item: Any):
@@ -184,8 +185,18 @@ class Embedder:
 
 
 # -- CLI -------------------------------------------------------------------------------------
+class _FileRecord:
+    """An INR file embedded by ``gmn-inr embed FILES``: its path and module (no label)."""
+
+    def __init__(self, path: Path, module: nn.Module):
+        self.path, self.module, self.label = path, module, -1
+
+    def graph(self):
+        return _as_graph(self.module)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("store", help="INR zoo directory")
+    p.add_argument("store", help="INR zoo directory, or an INR file or folder of them in any form zoo import reads")
     p.add_argument("--checkpoint", required=True, help="training checkpoint (file or --out directory)")
     p.add_argument("--out", required=True, help="output .safetensors with 'embeddings' [N, D] and 'labels' [N]")
     p.add_argument("--split", default=None, help="only this split (train | val | test)")
@@ -194,12 +205,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--block-form", default="auto", choices=BLOCK_FORMS,
                    help="message-passing block as run (auto: efficient on the CPU, plain on a GPU)")
+    add_reader_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save
 
     from gmn_inr.zoo import open_store
+    from gmn_inr.zoo.store import MANIFEST
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ensure_writable_dir(Path(args.out).resolve().parent)        # before any work
@@ -209,8 +222,11 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as exc:
         print(f"gmn-inr embed: error: {exc}", file=sys.stderr)
         return 2
-    store = open_store(args.store)
-    records = [r for r in store if args.split is None or getattr(r, "split", None) == args.split]
+    if (Path(args.store) / MANIFEST).is_file():
+        records = [r for r in open_store(args.store) if args.split is None or getattr(r, "split", None) == args.split]
+    else:                                          # INR files: read with the reader flags
+        opts = reader_from_args(args)
+        records = [_FileRecord(p, read_inr(p, opts)) for p in inr_paths(args.store)]
     if not records:
         print(f"gmn-inr embed: error: no INRs in {args.store}" + (f" with split {args.split!r}" if args.split else ""),
               file=sys.stderr)

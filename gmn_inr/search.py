@@ -29,6 +29,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from gmn_inr.io.sources import add_reader_arguments, read_inr, reader_from_args
+
 FORMAT = "gmn_inr.search/1"
 KINDS = ("auto", "exact", "faiss-flat", "faiss-hnsw")
 
@@ -252,6 +254,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--checkpoint", default=None, help="encoder for INR files (default: the one the index was built with)")
     q.add_argument("--exact", action="store_true", help="exact search even when the index is approximate")
     q.add_argument("--json", action="store_true")
+    add_reader_arguments(q)                      # query files in any form zoo import reads
 
 
 def run(args: argparse.Namespace) -> int:
@@ -327,13 +330,13 @@ def _query(args) -> int:
     zf = {}
     if files:
         from gmn_inr.embedder import Embedder
-        from gmn_inr.io.formats import load_inr
 
         ckpt = args.checkpoint or index.info.get("checkpoint")
         if not ckpt:
             raise SearchError("querying with INR files needs --checkpoint (the index does not name its encoder)")
         emb = Embedder.from_checkpoint(ckpt)
-        z = emb.embed([load_inr(p) for p in files])
+        opts = reader_from_args(args)
+        z = emb.embed([read_inr(p, opts) for p in files])
         zf = dict(zip(files, z))
     for q in args.queries:
         qs.append(index.embedding(q) if q in index.row else zf[q])

@@ -157,10 +157,30 @@ def mlp_field_to_graph(field: MLPField) -> ParameterGraph:
 mlp_field_to_graph.uses_template = True
 
 
+#: how an ``nn.Sequential`` holding other modules is converted (``graphs.traced`` sets it to
+#: ``trace_to_graph``: tracing sits above this module, so it registers itself here)
+sequential_fallback: Optional[Callable[[nn.Module], ParameterGraph]] = None
+
+
+def _plain_sequential(seq: nn.Sequential) -> bool:
+    """Linear layers, each followed by at most one elementwise activation module."""
+    prev = None
+    for m in seq:
+        kind = "linear" if type(m) is nn.Linear else ("act" if activation_name(m) is not None and
+                                                     not any(True for _ in m.parameters()) else None)
+        if kind is None or (kind == "act" and prev != "linear"):
+            return False
+        prev = kind
+    return prev is not None
+
+
 @register_converter(nn.Sequential)
 def sequential_to_graph(seq: nn.Sequential) -> ParameterGraph:
     """Any ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations (a user's own
-    ReLU MLP or SIREN). Raw inputs; the first three input neurons are taken as x, y, z."""
+    ReLU MLP or SIREN). Raw inputs; the first three input neurons are taken as x, y, z. Any other
+    ``nn.Sequential`` (SIREN ``SineLayer`` items, nested Sequentials) goes to tracing."""
+    if sequential_fallback is not None and not _plain_sequential(seq):
+        return sequential_fallback(seq)
     linears: list[nn.Linear] = []
     acts: list[str] = []
     fns: list[Callable] = []

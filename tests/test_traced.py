@@ -229,18 +229,29 @@ class _Branchy(nn.Module):
         return x
 
 
-def test_errors_name_the_operation_that_cannot_be_placed():
+def test_errors_name_the_operation_and_the_source_line():
     with pytest.raises(UnregisteredArchitectureError, match=r"(?s)cumsum.*register_converter"):
         to_graph(_Cumsum())
-    with pytest.raises(GraphError, match=r"cumsum \(fx node"):       # also a GraphError
+    with pytest.raises(GraphError, match=r"cumsum \(node cumsum\) at File .*test_traced.py\", line \d+: "
+                                         r"return torch.cumsum\(self.lin\(x\), -1\)"):       # also a GraphError
         to_graph(_Cumsum())
-    with pytest.raises(TraceError, match="activation 'sine' applied to a tensor that is not the fresh output"):
-        trace_to_graph(_Encoded(), in_dims=[3])
-    with pytest.raises(TraceError, match="width of input 'x'"):
-        trace_to_graph(_Encoded())
-    with pytest.raises(TraceError, match="called twice"):
+    with pytest.raises(TraceError, match=r"parameter 'lin.weight' is used twice"):
         trace_to_graph(_Shared())
     with pytest.raises(TraceError, match=r"spare\.weight"):
         trace_to_graph(_Unused())
-    with pytest.raises(TraceError, match="torch.fx cannot trace _Branchy"):
+    with pytest.raises(TraceError, match=r"control flow on the values of a tensor computed from the input .* "
+                                         r"line \d+: if x.sum\(\) > 0:"):
         trace_to_graph(_Branchy())
+
+
+def test_a_function_of_the_input_becomes_input_nodes():
+    torch.manual_seed(0)
+    m = _Encoded()
+    g = trace_to_graph(m)
+    assert g.num_edges == n_params(m)
+    inputs = (g.x[:, L.N_TYPE] == L.NodeType.INPUT).nonzero().squeeze(1)
+    assert inputs.numel() == 3 + 3                 # x, y, z (unused) and sin(x), sin(y), sin(z)
+    d = g.dense_probe()
+    assert torch.allclose(d[inputs[3:]].t(), torch.sin(probe_points()))
+    assert torch.equal(g.x[inputs[3:], L.N_POS], torch.zeros(3, 3))    # not affine in an axis
+    assert torch.allclose(d[outputs_in_order(g)].t(), m(probe_points()), atol=1e-6)

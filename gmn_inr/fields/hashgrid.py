@@ -32,6 +32,30 @@ CORNERS = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dty
 TCNN_NETWORK_KEYS = ("otype", "activation", "output_activation", "n_neurons", "n_hidden_layers")
 
 
+def tcnn_network_spec(net) -> MLPSpec:
+    """The :class:`MLPSpec` of a tiny-cuda-nn network config (``FullyFusedMLP`` / ``CutlassMLP``,
+    ReLU or Sine, no output activation, no biases); an option it cannot hold is refused by name."""
+    if not isinstance(net, dict):
+        raise SpecError(f"tcnn network config must be a JSON object, got {type(net).__name__}: {str(net)[:100]!r}")
+    unknown = sorted(str(k) for k in net if k not in TCNN_NETWORK_KEYS)
+    if unknown:
+        raise SpecError(f"tcnn network config keys {unknown} are not supported (known: {', '.join(TCNN_NETWORK_KEYS)})")
+    if net.get("otype", "FullyFusedMLP") not in ("FullyFusedMLP", "CutlassMLP"):
+        raise SpecError(f"tcnn network otype {net.get('otype')!r} is not supported (FullyFusedMLP, CutlassMLP)")
+    act = str(net.get("activation", "ReLU")).lower()
+    if act not in ("relu", "sine"):
+        raise SpecError(f"tcnn network activation {net.get('activation')!r} is not supported (ReLU, Sine)")
+    if str(net.get("output_activation", "None")) != "None":
+        raise SpecError(f"tcnn network output_activation {net['output_activation']!r} is not supported (only "
+                        f"'None': the field's outputs are the network's raw outputs)")
+    for key, default in (("n_hidden_layers", 2), ("n_neurons", 64)):
+        v = net.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SpecError(f"tcnn network config {key!r} must be an integer, got {v!r}")
+    return MLPSpec(hidden_layers=int(net.get("n_hidden_layers", 2)), hidden_dim=int(net.get("n_neurons", 64)),
+                   activation=act, bias=False, **({"w0": 1.0} if act == "sine" else {}))   # tcnn's Sine is sin(x)
+
+
 def _next_multiple(v: int, m: int) -> int:
     return (v + m - 1) // m * m
 
@@ -185,28 +209,10 @@ class HashGridField(Field):
             enc, net = cfg["encoding"], cfg["network"]
         except KeyError as exc:
             raise SpecError(f"tcnn config needs 'encoding' and 'network' entries, missing {exc}") from None
-        if not isinstance(net, dict):
-            raise SpecError(f"tcnn network config must be a JSON object, got {type(net).__name__}: {str(net)[:100]!r}")
-        unknown = sorted(str(k) for k in net if k not in TCNN_NETWORK_KEYS)
-        if unknown:
-            raise SpecError(f"tcnn network config keys {unknown} are not supported (known: {', '.join(TCNN_NETWORK_KEYS)})")
-        if net.get("otype", "FullyFusedMLP") not in ("FullyFusedMLP", "CutlassMLP"):
-            raise SpecError(f"tcnn network otype {net.get('otype')!r} is not supported (FullyFusedMLP, CutlassMLP)")
-        act = str(net.get("activation", "ReLU")).lower()
-        if act not in ("relu", "sine"):
-            raise SpecError(f"tcnn network activation {net.get('activation')!r} is not supported (ReLU, Sine)")
-        if str(net.get("output_activation", "None")) != "None":
-            raise SpecError(f"tcnn network output_activation {net['output_activation']!r} is not supported (only "
-                            f"'None': the field's outputs are the network's raw outputs)")
+        mlp = tcnn_network_spec(net)
         if isinstance(n_output_dims, bool) or not isinstance(n_output_dims, int) or not 1 <= n_output_dims <= 4096:
             raise SpecError(f"n_output_dims must be an integer in [1, 4096], got {n_output_dims!r}")
         grid = HashGridSpec.from_tcnn(enc)
-        for key, default in (("n_hidden_layers", 2), ("n_neurons", 64)):
-            v = net.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise SpecError(f"tcnn network config {key!r} must be an integer, got {v!r}")
-        mlp = MLPSpec(hidden_layers=int(net.get("n_hidden_layers", 2)), hidden_dim=int(net.get("n_neurons", 64)),
-                      activation=act, bias=False, **({"w0": 1.0} if act == "sine" else {}))   # tcnn's Sine is sin(x)
         name = cfg.get("name", "tcnn-hash")
         spec = ArchSpec(family="hashgrid", out_dim=n_output_dims, mlp=mlp, grid=grid,
                         name=name if isinstance(name, str) else "tcnn-hash")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 
 from gmn_inr.atomic import ensure_writable_dir
 from gmn_inr.zoo import cli as zoo_cli
@@ -12,6 +13,7 @@ from gmn_inr.zoo.writer import zoo_lock
 
 from .common import FormatError
 from .importer import import_folder
+from .sources import add_reader_arguments, reader_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--out", required=True, help="store directory (created; an earlier import is extended)")
     m.add_argument("--labels", default=None, help="CSV with columns path, class [, object, split, function]")
     m.add_argument("--function", default="radiance", help="what the INRs output: radiance | sdf | udf | occupancy")
-    m.add_argument("--format", default=None, help="force a loader (gmn_inr | nf2vec | gmnerf | cardace | ingp | "
-                   "nglod; docs/formats.md); default: from the content")
-    m.add_argument("--skip-unreadable", action="store_true", help="list and skip files no loader reads")
+    m.add_argument("--skip-unreadable", action="store_true", help="list (with the reason) and skip files no reader reads")
+    add_reader_arguments(m)
 
 
 def run(args) -> int:
@@ -32,12 +33,18 @@ def run(args) -> int:
     return zoo_cli.run(args)
 
 
+@contextmanager
+def _locked(out):
+    """The store folder, created and locked only once every file has been read."""
+    ensure_writable_dir(out)
+    with zoo_lock(out):
+        yield
+
+
 def _import(args) -> int:
     try:
-        ensure_writable_dir(args.out)
-        with zoo_lock(args.out):
-            s = import_folder(args.src, args.out, labels=args.labels, function=args.function, fmt=args.format,
-                              skip_unreadable=args.skip_unreadable)
+        s = import_folder(args.src, args.out, labels=args.labels, function=args.function,
+                          skip_unreadable=args.skip_unreadable, options=reader_from_args(args), lock=_locked(args.out))
     except (FormatError, ZooError, OSError) as exc:
         print(f"gmn-inr zoo import: error: {exc}", file=sys.stderr)
         return 2

@@ -32,37 +32,15 @@ def read_torch_state(path: Path) -> dict:
     return obj
 
 
-def pad16(n: int) -> int:
-    return (n + 15) // 16 * 16
-
-
 def tcnn_mlp_weights(params, n_in: int, hidden_layers: int, hidden_dim: int, n_out: int,
                      what: str) -> list[torch.Tensor]:
-    """The weight matrices ``[out, in]`` (float32) of a tiny-cuda-nn MLP from its flat ``params``
-    (``FullyFusedMLP`` / ``CutlassMLP``: layers back to back, row-major, no biases; the input width
-    padded to a multiple of 16, the output to a multiple of 16), the padding cut off.
+    """The weight matrices of a bias-free tiny-cuda-nn MLP (:func:`graphs.tcnn.split_tcnn_mlp`: a file
+    with non-zero weights on a Frequency / Identity encoding's padding is refused), as
+    :class:`FormatError` for a file that does not fit."""
+    from gmn_inr.fields import SpecError
+    from graphs.tcnn import split_tcnn_mlp
 
-    A tcnn ``Frequency`` or ``Identity`` input encoding fills its padding with **1** (a grid
-    encoding with 0): weights on those columns would act as a bias, which a bias-free MLP cannot
-    hold, so a file where they are not all zero is refused (:class:`FormatError`) rather than loaded
-    as a different function. ``what`` names the tensor in errors."""
-    params = torch.as_tensor(params).detach()
-    if not params.is_floating_point():
-        raise FormatError(f"{what} must be floating point, got {params.dtype}")
-    params = params.float().reshape(-1)
-    shapes = [(hidden_dim, pad16(n_in))] + [(hidden_dim, hidden_dim)] * (hidden_layers - 1) \
-        + [(pad16(n_out), hidden_dim)]
-    sizes = [a * b for a, b in shapes]
-    if params.numel() != sum(sizes):
-        raise FormatError(f"{what} has {params.numel()} values; the layout implies {sum(sizes)} "
-                          f"(input {n_in} padded to {pad16(n_in)}, {hidden_layers} x {hidden_dim}, output {n_out} "
-                          f"padded to {pad16(n_out)})")
-    mats = [chunk.view(a, b) for chunk, (a, b) in zip(torch.split(params, sizes), shapes)]
-    if bool((mats[0][:, n_in:] != 0).any()):
-        raise FormatError(f"{what}: the first layer has non-zero weights on the {pad16(n_in) - n_in} padding "
-                          f"inputs that tcnn sets to 1 (an implicit bias gmn_inr's bias-free tcnn MLP cannot hold)")
-    if not bool(torch.isfinite(params).all()):
-        raise FormatError(f"{what} holds NaN or inf values")
-    outs = [hidden_dim] * hidden_layers + [n_out]
-    ins = [n_in] + [hidden_dim] * hidden_layers
-    return [m[:o, :i].clone() for m, o, i in zip(mats, outs, ins)]
+    try:
+        return split_tcnn_mlp(params, n_in, hidden_layers, hidden_dim, n_out, what)[0]
+    except SpecError as exc:
+        raise FormatError(str(exc)) from None

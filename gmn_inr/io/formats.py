@@ -108,7 +108,7 @@ def _lazy(module: str, name: str):
     return load
 
 
-def _torch_format(state: dict) -> Optional[str]:
+def torch_format(state: dict) -> Optional[str]:
     """Which PyTorch-file format a loaded state dict is in, by its keys (None: none)."""
     if "triplane" in state and "mlp_base.params" in state:
         return "gmnerf"
@@ -137,7 +137,7 @@ def sniff_format(path: str | Path) -> str:
         return "gmn_inr"
     if head[:2] == b"PK" or path.suffix in (".pth", ".pt"):
         state = read_torch_state(path)
-        fmt = _torch_format(state)
+        fmt = torch_format(state)
         if fmt is not None:
             return fmt
         raise FormatError(f"{path}: a PyTorch state dict with keys {sorted(state)[:6]} is in no format gmn_inr reads "

@@ -35,7 +35,9 @@ from torch import nn
 from gmn_inr.fields import HashGridField, HashGridSpec, SpecError
 from gmn_inr.fields.hashgrid import hash_levels
 
-from .common import FormatError, pad16
+from graphs.tcnn import pad16
+
+from .common import FormatError
 
 #: encodings without parameters a NeRF's direction encoding may use
 PARAM_FREE = ("sphericalharmonics", "identity", "frequency", "oneblob", "trianglewave", "composite")

@@ -2,11 +2,9 @@
 handled exactly), and every CLI failure is one line on stderr, exit status 2, no traceback."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gmn_inr.checkpoint import CheckpointError, read_checkpoint
@@ -227,10 +225,12 @@ def test_inr_files_and_checkpoints_have_deterministic_bytes(zoo, ckpt, tmp_path)
     import subprocess
     import sys
 
-    code = ("import sys, hashlib, torch; sys.path.insert(0, %r)\n"
+    from child import child_env
+
+    code = ("import sys, hashlib, torch\n"
             "from gmn_inr.zoo.store import write_inr_file\n"
             "print(write_inr_file(sys.argv[1], {'b': torch.arange(6.), 'a': torch.ones(2, dtype=torch.long)},\n"
-            "     {k: str(i) for i, k in enumerate('qwertyuiopasdfghjkl')})[0])\n" % str(Path(__file__).resolve().parents[1]))
+            "     {k: str(i) for i, k in enumerate('qwertyuiopasdfghjkl')})[0])\n")
     shas = {subprocess.run([sys.executable, "-c", code, str(tmp_path / f"f{i}.st")], capture_output=True,
-                           text=True, check=True).stdout for i in range(3)}
+                           text=True, check=True, env=child_env()).stdout for i in range(3)}
     assert len(shas) == 1

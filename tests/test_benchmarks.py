@@ -84,6 +84,15 @@ def test_unseen_arch_tiny_end_to_end(tiny_zoo, tmp_path):
     assert again["baselines"] == report["baselines"]
 
 
+def test_zoo_show_renders_a_labelled_grid(tiny_zoo, tmp_path):
+    """``gmn-inr zoo show``: one PNG of objects (rows, labelled by class) x families' renders."""
+    out = tmp_path / "zoo.png"
+    proc = subprocess.run([sys.executable, "-m", "gmn_inr.cli", "zoo", "show", str(tiny_zoo), "--out", str(out),
+                           "--objects", "2", "--size", "12"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_search_speed_smoke(tmp_path):
     out = tmp_path / "search_speed.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "search_speed.py"), "--n", "2000", "--real", "8", "--queries", "10",

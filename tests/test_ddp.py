@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from gmn_inr.train import TrainConfig, train
+from child import child_env
 from tiny_records import tiny_pairs
 
-TESTS = Path(__file__).resolve().parent
 CONFIG = dict(preset="tiny", loss="R+C+L2", contrastive_weight=0.5, l2_weight=0.05, steps=4, batch_pairs=4,
               lr=3e-3, rays_per_inr=16, samples_per_ray=8, points_per_inr=64, log_every=1,
               device="cpu")          # gloo on CPU processes, also where a GPU is visible
@@ -22,7 +22,6 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, {tests!r})
     import torch.distributed as dist
     from safetensors.torch import save_file
     from gmn_inr.train import TrainConfig, train
@@ -39,9 +38,9 @@ SCRIPT = textwrap.dedent("""
 
 def test_two_processes_match_one(tmp_path):
     script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS), config=json.dumps(CONFIG)))
+    script.write_text(SCRIPT.format(config=json.dumps(CONFIG)))
     out = tmp_path / "ddp.safetensors"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(script), str(out)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

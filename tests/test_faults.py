@@ -21,6 +21,7 @@ from gmn_inr.zoo import open_store
 from gmn_inr.zoo.build import build_zoo, preset_config
 from gmn_inr.zoo.store import ZooBusyError
 from gmn_inr.zoo.writer import zoo_lock
+from child import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = {"radiance": ("MLP", "HASH", "OCT"), "sdf": ("HASH",)}
@@ -54,8 +55,7 @@ def reference(tmp_path_factory):
     return out, fp
 
 
-BUILD = ("import sys; sys.path.insert(0, {root!r})\n"
-         "from gmn_inr.zoo.build import build_zoo, preset_config\n"
+BUILD = ("from gmn_inr.zoo.build import build_zoo, preset_config\n"
          "build_zoo({out!r}, config=preset_config('tiny', **{over!r}), workers={workers}, progress=False)\n")
 
 
@@ -63,11 +63,11 @@ BUILD_WAIT = BUILD.replace("progress=False)", "progress=False, wait=True)")
 
 
 def _build_proc(out, workers=1, fault=None, wait=True, template=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env()
     env.pop("GMN_INR_FAULT", None)
     if fault:
         env["GMN_INR_FAULT"] = fault
-    code = (template or BUILD).format(root=str(ROOT), out=str(out), over=OVER, workers=workers)
+    code = (template or BUILD).format(out=str(out), over=OVER, workers=workers)
     p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if wait:
         _, err = p.communicate(timeout=300)
@@ -162,8 +162,8 @@ def test_two_builds_of_one_zoo_at_once(reference, tmp_path):
 
 def test_concurrent_builds_with_wait_give_one_clean_zoo(reference, tmp_path):
     out = tmp_path / "zoo"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    code = BUILD_WAIT.format(root=str(ROOT), out=str(out), over=OVER, workers=1)
+    env = child_env()
+    code = BUILD_WAIT.format(out=str(out), over=OVER, workers=1)
     ps = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(2)]
     assert [p.wait(timeout=300) for p in ps] == [0, 0]
     assert _fingerprint(out) == reference[1]
@@ -194,8 +194,7 @@ def test_missing_truncated_and_corrupt_files_are_refitted_to_the_same_bytes(refe
     assert build_zoo(out, config=_cfg(), progress=False)["fitted_this_run"] == 0
 
 
-TRAIN = ("import sys; sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})\n"
-         "import torch; torch.set_num_threads(1)\n"
+TRAIN = ("import torch; torch.set_num_threads(1)\n"
          "from tiny_records import tiny_pairs\n"
          "from gmn_inr.train import TrainConfig, train\n"
          "pairs = tiny_pairs(4, ('MLP', 'HASH'), 'radiance')\n"
@@ -208,11 +207,11 @@ def test_training_killed_between_and_after_checkpoints_resumes_identically(tmp_p
     from safetensors import safe_open
 
     def run(out, fault=None):
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = child_env()
         env.pop("GMN_INR_FAULT", None)
         if fault:
             env["GMN_INR_FAULT"] = fault
-        code = TRAIN.format(root=str(ROOT), tests=str(ROOT / "tests"), out=str(out))
+        code = TRAIN.format(out=str(out))
         return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
 
     assert run(tmp_path / "full").returncode == 0

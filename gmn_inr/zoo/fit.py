@@ -125,13 +125,16 @@ class FitResult:
 
 
 def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
-              seed: int = 0, steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None) -> list[FitResult]:
+              seed: int = 0, steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None,
+              init_seed: Optional[int] = None) -> list[FitResult]:
     """Fit ``len(samples)`` INRs of ``spec`` for ``function`` at once and gate each.
 
     ``spec.out_dim`` must match the function (4 for radiance, 1 otherwise). ``seeds``: one per INR
     (default ``inr_seed(seed, object_id)``); INR ``b``'s initial parameters and the points it is
     trained on each step come from ``seeds[b]`` alone, so an INR fitted in a batch of any size, at
-    any position, is the same INR (the stacked fit is ``B`` independent fits).
+    any position, is the same INR (the stacked fit is ``B`` independent fits). ``init_seed``: every
+    INR's initial parameters come from this one seed instead (a shared initialisation); the points
+    each is trained on still come from its own seed.
     """
     want = 4 if function == "radiance" else 1
     if spec.out_dim != want:
@@ -146,14 +149,14 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return fit_batch(spec, function, samples, cfg, seed, steps, seeds)
+            return fit_batch(spec, function, samples, cfg, seed, steps, seeds, init_seed)
         finally:
             torch.set_num_threads(n)
     t0 = time.perf_counter()
     sparse = getattr(get_family(spec.family).field, "sparse", False)
     occs = [octree_occupancy(s.shape, spec) for s in samples] if sparse else None
     seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
-    batch = FieldStack(spec, occs, B, seeds)
+    batch = FieldStack(spec, occs, B, seeds if init_seed is None else [int(init_seed)] * B)
     batch.mask_frequencies(cfg.max_freq)
     out_bias = f"mlp.layers.{spec.mlp.hidden_layers}.bias"
     if function == "radiance" and out_bias in batch.params:
@@ -215,18 +218,20 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
 
 
 def fit_inrs(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
-             seed: int = 0, refit: bool = True, seeds: Optional[Sequence[int]] = None) -> list[FitResult]:
+             seed: int = 0, refit: bool = True, seeds: Optional[Sequence[int]] = None,
+             init_seed: Optional[int] = None) -> list[FitResult]:
     """:func:`fit_batch`, then refit the INRs that fail the gate once (seed + REFIT_SEED_OFFSET,
     ``refit_steps_factor`` more steps, batched too). Results keep ``passed=False`` if the
     refit fails as well; the caller drops (and counts) them. ``seeds``: one per INR (default
-    ``inr_seed(seed, object_id)``), so each result depends on its own INR only."""
+    ``inr_seed(seed, object_id)``), so each result depends on its own INR only. ``init_seed``: one
+    shared initialisation for every INR, the refit's too (:func:`fit_batch`)."""
     seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
-    res = fit_batch(spec, function, samples, cfg, seeds=seeds)
+    res = fit_batch(spec, function, samples, cfg, seeds=seeds, init_seed=init_seed)
     bad = [i for i, r in enumerate(res) if not r.passed]
     if refit and bad:
         again = fit_batch(spec, function, [samples[i] for i in bad], cfg,
                           seeds=[seeds[i] + REFIT_SEED_OFFSET for i in bad],
-                          steps=int(cfg.steps * cfg.refit_steps_factor))
+                          steps=int(cfg.steps * cfg.refit_steps_factor), init_seed=init_seed)
         for i, r in zip(bad, again):
             r.attempts = 2
             r.seconds += res[i].seconds

@@ -108,7 +108,7 @@ def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> dict:
     return out
 
 
-def catalogue_objects(kicad_root, meshes: Path, preset: str) -> tuple[list, dict]:
+def catalogue_objects(kicad_root, meshes: Path, preset: str, per_class=None) -> tuple[list, dict]:
     """The real-shape zoo's objects and splits without fitting anything (``--headroom-only``)."""
     from collections import defaultdict
 
@@ -116,7 +116,7 @@ def catalogue_objects(kicad_root, meshes: Path, preset: str) -> tuple[list, dict
     from gmn_inr.zoo.kicad import prepare_kicad, real_zoo_config
 
     cfg = real_zoo_config(preset)
-    classes, descs = object_descriptions(cfg, prepare_kicad(kicad_root, meshes, log=log))
+    classes, descs = object_descriptions(cfg, prepare_kicad(kicad_root, meshes, log=log, per_class=per_class))
     by_class = defaultdict(list)
     for o, d in descs.items():
         by_class[d["class_name"]].append(o)
@@ -266,6 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--headroom-only", action="store_true", help="only the exact-geometry headroom table (no zoo)")
     ap.add_argument("--kicad", default="/usr/share/kicad/3dmodels", help="with --headroom-only: the models")
     ap.add_argument("--meshes", default="zoo_cache/real_meshes", help="with --headroom-only: converted meshes")
+    ap.add_argument("--per-class", type=int, default=None, help="with --headroom-only: models kept per class "
+                                                                "(as `zoo build --kicad --per-class`)")
     ap.add_argument("--scale", default="", help="a sentence saying at what scale this run was made (into the md)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -289,7 +291,7 @@ def main(argv=None) -> int:
     exact = ExactGeometry(point_sets())
     report = {"zoos": {}}
     if args.headroom_only:
-        classes, descs = catalogue_objects(args.kicad, Path(args.meshes), bp.zoo)
+        classes, descs = catalogue_objects(args.kicad, Path(args.meshes), bp.zoo, args.per_class)
     else:
         from gmn_inr.zoo import open_store
 

@@ -61,25 +61,37 @@ class ExactGeometry:
     """Each object's exact truncated signed distance at every point set of ``point_sets`` (a name ->
     ``[K, 3]``), computed together the first time the object is asked for (one mesh load)."""
 
-    def __init__(self, point_sets: dict):
+    def __init__(self, point_sets: dict, cache_dir=None):
         self.point_sets = point_sets
         self.cache: dict = {}
         self.seconds = 0.0
+        #: ``cache_dir``: one safetensors file per object, so several processes (``--shard``) share the work
+        self.cache_dir = Path(cache_dir) if cache_dir else None
 
     def vectors(self, descs: dict, key: str) -> dict:
+        return {o: self.of(o, d)[key] for o, d in sorted(descs.items())}
+
+    def of(self, o: str, d: dict) -> dict:
+        from safetensors.torch import load_file
+
+        from gmn_inr.atomic import atomic_write_bytes, safetensors_bytes
         from gmn_inr.canonical import TRUNCATION
         from gmn_inr.zoo.build import shape_of
 
-        out = {}
-        for o, d in sorted(descs.items()):
-            if o not in self.cache:
-                t0 = time.perf_counter()
-                shape = shape_of(o, d)
-                self.cache[o] = {k: shape.sdf(p).reshape(-1).clamp(-TRUNCATION, TRUNCATION)
-                                 for k, p in self.point_sets.items()}
-                self.seconds += time.perf_counter() - t0
-            out[o] = self.cache[o][key]
-        return out
+        if o in self.cache:
+            return self.cache[o]
+        f = self.cache_dir / f"{o}.safetensors" if self.cache_dir else None
+        if f is not None and f.exists():
+            self.cache[o] = {k.replace("|", " "): v for k, v in load_file(f).items()}
+            return self.cache[o]
+        t0 = time.perf_counter()
+        shape = shape_of(o, d)
+        self.cache[o] = {k: shape.sdf(p).reshape(-1).clamp(-TRUNCATION, TRUNCATION) for k, p in self.point_sets.items()}
+        self.seconds += time.perf_counter() - t0
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(f, safetensors_bytes({k.replace(" ", "|"): v for k, v in self.cache[o].items()}))
+        return self.cache[o]
 
 
 def point_sets() -> dict:
@@ -268,6 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument("--meshes", default="zoo_cache/real_meshes", help="with --headroom-only: converted meshes")
     ap.add_argument("--per-class", type=int, default=None, help="with --headroom-only: models kept per class "
                                                                 "(as `zoo build --kicad --per-class`)")
+    ap.add_argument("--cache", default=None, help="folder of each object's exact vectors (shared by --shard runs)")
+    ap.add_argument("--shard", default=None, metavar="K/N", help="with --cache: only compute the exact vectors of "
+                                                                  "every N-th object from the K-th, then exit")
     ap.add_argument("--scale", default="", help="a sentence saying at what scale this run was made (into the md)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -288,7 +303,7 @@ def main(argv=None) -> int:
         zoos.append(tuple(z.split("=", 1)))
     if not zoos and not args.headroom_only:
         raise SystemExit("give --zoo NAME=DIR (built with `gmn-inr zoo build --kicad`), or --headroom-only")
-    exact = ExactGeometry(point_sets())
+    exact = ExactGeometry(point_sets(), args.cache)
     report = {"zoos": {}}
     if args.headroom_only:
         classes, descs = catalogue_objects(args.kicad, Path(args.meshes), bp.zoo, args.per_class)
@@ -297,6 +312,13 @@ def main(argv=None) -> int:
 
         store = open_store(zoos[0][1])
         classes, descs = store.classes, store_descs(store)
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        for i, (o, d) in enumerate(sorted(descs.items())):
+            if i % n == k:
+                exact.of(o, d)
+        log(f"shard {args.shard}: exact vectors of {len(range(k, len(descs), n))} objects in {args.cache}")
+        return 0
     report["headroom"] = headroom(descs, len(classes), bp, exact)
     stem = "real_shapes_headroom" if args.headroom_only else "real_shapes"
 

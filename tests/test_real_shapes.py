@@ -214,3 +214,23 @@ def test_kicad_zoo_cli_errors_without_the_package(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gmn_inr.cli", "zoo", "build", "--kicad", str(tmp_path / "none"),
                            "--out", str(tmp_path / "z")], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "kicad-packages3d" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_headroom_only_in_shards(tmp_path):
+    """The headroom table without a zoo: two shard runs fill the exact-vector cache, a third reads it."""
+    root = write_library(tmp_path / "models")
+    base = [sys.executable, str(ROOT / "benchmarks" / "real_shapes.py"), "--headroom-only", "--preset", "smoke",
+            "--kicad", str(root), "--meshes", str(tmp_path / "meshes"), "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out"), "--threads", "1"]
+    for shard in ("0/2", "1/2"):
+        proc = subprocess.run(base + ["--shard", shard], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 9
+    assert not (tmp_path / "out" / "real_shapes_headroom.json").exists()
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rep = json.loads((tmp_path / "out" / "real_shapes_headroom.json").read_text())
+    h = rep["headroom"]
+    assert h["n_objects"] == 9 and h["n_classes"] == 3 and abs(h["chance"] - 1 / 3) < 1e-9
+    assert all(0 <= h[k] <= 1 for k in ("probe points (8^3)", "16^3", "dense (32^3)"))
+    assert rep["zoos"] == {} and "ceiling, dense" not in json.dumps(rep)

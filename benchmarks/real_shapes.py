@@ -115,8 +115,15 @@ def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> dict:
         model = train_classifier(torch.stack([v[o] for o in train]), torch.tensor([labels[o] for o in train]),
                                  n_classes, ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden,
                                                              batch_size=64))
-        out[name] = accuracy(model, torch.stack([v[o] for o in test]), torch.tensor([labels[o] for o in test]))
-        log(f"headroom: exact geometry at {name}: {_pct(out[name])}% of {len(test)} test objects")
+        zt, yt = torch.stack([v[o] for o in test]), torch.tensor([labels[o] for o in test])
+        out[name] = accuracy(model, zt, yt)
+        # the same classifier's accuracy within each class set (class-name prefix: pins-, pkg-)
+        groups = sorted({descs[o]["class_name"].split("-")[0] for o in test})
+        out[f"{name} by class set"] = {g: accuracy(model, zt[idx], yt[idx]) for g in groups
+                                       for idx in [torch.tensor([i for i, o in enumerate(test)
+                                                                 if descs[o]["class_name"].split("-")[0] == g])]}
+        log(f"headroom: exact geometry at {name}: {_pct(out[name])}% of {len(test)} test objects; "
+            + ", ".join(f"{g} {_pct(a)}%" for g, a in out[f"{name} by class set"].items()))
     return out
 
 
@@ -237,7 +244,8 @@ def markdown(report: dict) -> str:
     m = report["meta"]
     lines = [f"# real_shapes — KiCad part models, {m['n_classes']} classes, {m['n_objects']} objects", "",
              f"{m['date']}, commit `{m['commit']}`, wall {m['wall_seconds'] / 60:.1f} min, bench preset "
-             f"`{m['preset']}` ({m['steps']} training steps per encoder). Accuracies and recalls in %.", ""]
+             f"`{m['preset']}`" + (f" ({m['steps']} training steps per encoder)" if report["zoos"] else "")
+             + ". Accuracies and recalls in %.", ""]
     if m.get("scale"):
         lines += [f"Scale of this run: {m['scale']}", ""]
     h = report.get("headroom")
@@ -245,7 +253,11 @@ def markdown(report: dict) -> str:
         lines += ["## Headroom before training: exact geometry of each object (no INR), test accuracy", "",
                   f"{h['n_objects']} objects, {h['n_classes']} classes, chance {_pct(h['chance'])}%.", "",
                   "| reading | accuracy |", "|---|---|"]
-        lines += [f"| {k} | {_pct(v)} |" for k, v in h.items() if k not in ("n_objects", "n_classes", "chance")]
+        sets = sorted({g for k, v in h.items() if k.endswith("by class set") for g in v})
+        lines[-2:] = ["| reading | accuracy | " + " | ".join(f"class set {g}-" for g in sets) + " |",
+                      "|---|---|" + "---|" * len(sets)]
+        lines += [f"| {k} | {_pct(v)} | " + " | ".join(_pct(h.get(f"{k} by class set", {}).get(g)) for g in sets) + " |"
+                  for k, v in h.items() if k not in ("n_objects", "n_classes", "chance") and not isinstance(v, dict)]
         lines.append("")
     for zname, z in report["zoos"].items():
         lines += [f"## {zname} ({z['n_inrs']} radiance INRs of {z['n_objects']} objects, `{z['zoo']}`)", "",

@@ -7,7 +7,8 @@ Extracts :data:`CLASSIC_MESHES` from the package's ``data.tar.gz`` into ``MESHES
 (one class: the meshes have none), then builds a zoo of them (``gmn_inr.zoo.build_zoo(..., meshes=)``)
 with the cpu preset's fitting, holding what ``benchmarks/implicit_functions.py --mesh-zoo`` reads:
 HASH sdf / udf / occupancy INRs and radiance INRs of every training family. Every object is a
-test object (the encoder it is read with is trained on the procedural zoo only). Nothing is
+test object (the encoder it is read with is trained on the procedural zoo only). Ground truth:
+``MeshShape``'s exact mode (fast winding number sign, point-cloud-utils). Nothing is
 installed or downloaded here: a missing package is a clear error naming the apt command.
 """
 from __future__ import annotations

@@ -40,20 +40,19 @@ from pathlib import Path
 import gmn_inr  # noqa: F401  (first: it shortens OpenMP's spin-wait before torch loads)
 import torch
 
-from gmn_inr.bench import (BENCH_PRESETS, BenchPreset, add_arch_arguments, arch_sets, embed_records,  # noqa: F401
-                           ensure_zoo, family_labels, git_commit, log)
+from gmn_inr.bench import (BENCH_PRESETS, WEIGHTS_ONLY, BenchPreset, PaperGraphRecord, add_arch_arguments,  # noqa: F401
+                           arch_sets, embed_records, ensure_zoo, exact_geometry_rows, family_labels, git_commit, log,
+                           no_learning_rows, time_direct_embedding)
+from gmn_inr.bench import classification_table as bench_classification
+from gmn_inr.bench import retrieval_table as bench_retrieval
 from gmn_inr.bench_report import (CONVERSION, EXACT, NO_MESSAGE_PASSING, SAMPLED, SURFACE, _pct, goals, headline_table,
                                   markdown)
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
 from gmn_inr.provenance import files_digest, machine_meta
-from gmn_inr.zoo.dataset import RecordView
 
 LOSSES = {"L_R": "R", "L_R+C": "R+C", "L_C": "C"}
 #: the loss ablation of the paper's tables (``--ablations``): L_R+C is always trained
 LOSS_ABLATIONS = ("L_R", "L_C")
-#: what the weights-only rows add to the paper's encoder so it does not collapse: subtract the
-#: embedding of the architecture alone (GMNEncoder value_baseline; README "What this shows")
-WEIGHTS_ONLY = {"probe_dim": 0, "output_readout": False, "value_baseline": True}
 #: ablation runs (loss L_R+C): which graph (the main paper's or gmn_inr's) and encoder overrides.
 #: The weights-only rows drop the probe features and the output-neuron readout (the paper's
 #: encoder has neither); "as published" is the paper's encoder unchanged, which collapses.
@@ -69,94 +68,22 @@ ABLATIONS = {
 FAMILY_ARCH = family_labels(TRAINING_ARCHITECTURES)   # main() resets these three from --archs / --plugin
 
 
-# -- data ------------------------------------------------------------------------------------
-class PaperGraphRecord(RecordView):
-    """A zoo record whose graph is the main paper's (graphs.transforms.paper_style)."""
-
-    def transform_graph(self, graph):
-        from graphs.transforms import paper_style
-
-        return paper_style(graph)
-
-
-@torch.no_grad()
-def time_direct_embedding(encoder, recs, device: str, batch: int = 16) -> float:
-    """Seconds per INR of embedding from scratch: file read, graph conversion and encoder, with no
-    cached graph (records cache theirs, so embedding timings after the first run would miss it)."""
-    from graphs import to_batch
-
-    encoder = encoder.to(device).eval()
-    recs = sorted(recs, key=lambda r: r.arch)     # batches of one architecture convert together (to_batch)
-    t = time.perf_counter()
-    for i in range(0, len(recs), batch):
-        encoder(to_batch([r.field() for r in recs[i:i + batch]], device=device))
-    return (time.perf_counter() - t) / max(1, len(recs))
-
-
-# -- evaluation ----------------------------------------------------------------------------
+# -- evaluation (gmn_inr.bench, with this run's architecture sets) --------------------------
 def classification_table(z, recs, n_classes, bp: BenchPreset) -> tuple[dict, dict]:
     """``({classifier_train_set: {test_set: accuracy}}, {classifier_train_set: classifier})``;
     train sets ALL and each family."""
-    from gmn_inr.tasks import ClassifierConfig, accuracy, train_classifier
-
-    labels = torch.tensor([r.label for r in recs])
-    arch = [r.arch for r in recs]
-    split = [r.split for r in recs]
-    train_sets = {"ALL": set(TRAINING_ARCHITECTURES), **{a: {a} for a in TRAINING_ARCHITECTURES}}
-    test_archs = list(TRAINING_ARCHITECTURES) + [a for a in UNSEEN_ARCHITECTURES if a in set(arch)]
-    out, models = {}, {}
-    for name, archs in train_sets.items():
-        idx = [i for i in range(len(recs)) if split[i] == "train" and arch[i] in archs]
-        if len(idx) < 2:
-            continue
-        cfg = ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden, batch_size=64)
-        model = train_classifier(z[idx], labels[idx], n_classes, cfg)
-        row = {}
-        for a in test_archs:
-            t = [i for i in range(len(recs)) if split[i] == "test" and arch[i] == a]
-            if t:
-                row[a] = accuracy(model, z[t], labels[t])
-        out[name] = row
-        models[name] = model
-    return out, models
+    return bench_classification(z, recs, n_classes, bp, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
 
 
 def retrieval_table(z, recs) -> dict:
     """Recall@1/5/10 of the same object in another architecture (test split, training archs)."""
-    from gmn_inr.tasks import recall_at_k
-
-    idx = [i for i, r in enumerate(recs) if r.split == "test" and r.arch in TRAINING_ARCHITECTURES]
-    obj = {o: k for k, o in enumerate(sorted({recs[i].object_id for i in idx}))}
-    ids = torch.tensor([obj[recs[i].object_id] for i in idx])
-    archs = [recs[i].arch for i in idx]
-    zz = z[idx]
-    out = {}
-    n = len(idx)
-    if n > 1:
-        out["ALL/ALL"] = recall_at_k(zz, ids, zz, ids, exclude_self=torch.eye(n, dtype=torch.bool))
-    for qa in TRAINING_ARCHITECTURES:
-        for ga in TRAINING_ARCHITECTURES:
-            if qa == ga:
-                continue
-            q = [k for k in range(n) if archs[k] == qa]
-            g = [k for k in range(n) if archs[k] == ga]
-            if q and g:
-                out[f"{qa}/{ga}"] = recall_at_k(zz[q], ids[q], zz[g], ids[g])
-    return out
+    return bench_retrieval(z, recs, TRAINING_ARCHITECTURES)
 
 
 # -- baselines ---------------------------------------------------------------------------
 def no_learning_baseline(recs, n_classes, bp: BenchPreset, features, what: str) -> tuple[dict, dict, float]:
-    """A no-learning baseline: ``features(field)`` of every INR, through the same classifiers and
-    the same cosine retrieval as the encoders' embeddings. Returns ``(classification table,
-    retrieval table, seconds per INR)`` (file read included)."""
-    log(f"baseline: {what} (no learning)")
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        z = torch.stack([features(r.field()) for r in recs])
-    secs = (time.perf_counter() - t0) / max(1, len(recs))
-    cls, _ = classification_table(z, recs, n_classes, bp)
-    return cls, retrieval_table(z, recs), secs
+    """``features(field)`` of every INR through the same classifiers and retrieval (no learning)."""
+    return no_learning_rows(recs, n_classes, bp, features, what, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
 
 
 def sampled_outputs_baseline(recs, n_classes, bp: BenchPreset) -> tuple[dict, dict, float]:
@@ -176,22 +103,8 @@ def surface_distance_baseline(recs, n_classes, bp: BenchPreset) -> tuple[dict, d
 
 
 def exact_geometry_ceiling(store, recs, n_classes, bp: BenchPreset) -> tuple[dict, dict]:
-    """Not a method but the ceiling of every one: each INR replaced by its object's *exact* signed
-    distance at the probe points (from the zoo's shape, truncated to the surface-distance row's
-    band), through the same classifiers and retrieval. Every architecture of an object gets the
-    same vector, so what this row misses is what the classes leave ambiguous to this classifier,
-    trained on this many objects; no encoder can be expected above it."""
-    from graphs.probe import probe_points
-    from gmn_inr.canonical import TRUNCATION
-    from gmn_inr.zoo.build import manifest_shape
-
-    log("ceiling: each object's exact signed distance at the probe points (no INR)")
-    points = probe_points()
-    exact = {o: manifest_shape(o, store.objects[o]).sdf(points).reshape(-1).clamp(-TRUNCATION, TRUNCATION)
-             for o in sorted({r.object_id for r in recs})}
-    z = torch.stack([exact[r.object_id] for r in recs])
-    cls, _ = classification_table(z, recs, n_classes, bp)
-    return cls, retrieval_table(z, recs)
+    """Each object's exact signed distance at the probe points (:func:`gmn_inr.bench.exact_geometry_rows`)."""
+    return exact_geometry_rows(store, recs, n_classes, bp, TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES)
 
 
 def baselines(recs, n_classes, bp: BenchPreset, encoder, classifier_all, device: str) -> tuple[dict, dict, dict]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from gmn_inr.cpu import set_up_cpu, tune_malloc  # noqa: F401  (the benchmarks' CPU set-up)
+from gmn_inr.zoo.dataset import RecordView
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,34 @@ def embed_records(encoder, records, device: str, batch: int = 16) -> tuple[torch
     return torch.cat(out), (time.perf_counter() - t) / max(1, len(records))
 
 
+#: what the weights-only rows add to the paper's encoder so it does not collapse: subtract the
+#: embedding of the architecture alone (GMNEncoder value_baseline; README "What this shows")
+WEIGHTS_ONLY = {"probe_dim": 0, "output_readout": False, "value_baseline": True}
+
+
+class PaperGraphRecord(RecordView):
+    """A zoo record whose graph is the main paper's (graphs.transforms.paper_style)."""
+
+    def transform_graph(self, graph):
+        from graphs.transforms import paper_style
+
+        return paper_style(graph)
+
+
+@torch.no_grad()
+def time_direct_embedding(encoder, recs, device: str, batch: int = 16) -> float:
+    """Seconds per INR of embedding from scratch: file read, graph conversion and encoder, with no
+    cached graph (records cache theirs, so embedding timings after the first run would miss it)."""
+    from graphs import to_batch
+
+    encoder = encoder.to(device).eval()
+    recs = sorted(recs, key=lambda r: r.arch)     # batches of one architecture convert together (to_batch)
+    t = time.perf_counter()
+    for i in range(0, len(recs), batch):
+        encoder(to_batch([r.field() for r in recs[i:i + batch]], device=device))
+    return (time.perf_counter() - t) / max(1, len(recs))
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -131,3 +160,88 @@ def family_labels(training: tuple) -> dict:
     for a in training:
         out.setdefault(family_of_arch(a).name, a)
     return out
+
+
+# -- evaluation shared by the headline benchmarks (unseen_arch.py, real_shapes.py) --------------
+def classification_table(z, recs, n_classes, bp: BenchPreset, training, unseen) -> tuple[dict, dict]:
+    """``({classifier_train_set: {test_set: accuracy}}, {classifier_train_set: classifier})``: the
+    paper's classifier trained on the train objects' embeddings of ALL ``training`` architectures
+    and of each one, tested on the test objects of every training architecture and unseen variant."""
+    from gmn_inr.tasks import ClassifierConfig, accuracy, train_classifier
+
+    labels = torch.tensor([r.label for r in recs])
+    arch = [r.arch for r in recs]
+    split = [r.split for r in recs]
+    train_sets = {"ALL": set(training), **{a: {a} for a in training}}
+    test_archs = list(training) + [a for a in unseen if a in set(arch)]
+    out, models = {}, {}
+    for name, archs in train_sets.items():
+        idx = [i for i in range(len(recs)) if split[i] == "train" and arch[i] in archs]
+        if len(idx) < 2:
+            continue
+        cfg = ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden, batch_size=64)
+        model = train_classifier(z[idx], labels[idx], n_classes, cfg)
+        row = {}
+        for a in test_archs:
+            t = [i for i in range(len(recs)) if split[i] == "test" and arch[i] == a]
+            if t:
+                row[a] = accuracy(model, z[t], labels[t])
+        out[name] = row
+        models[name] = model
+    return out, models
+
+
+def retrieval_table(z, recs, training) -> dict:
+    """Recall@1/5/10 of the same object in another architecture (test split, ``training`` archs)."""
+    from gmn_inr.tasks import recall_at_k
+
+    idx = [i for i, r in enumerate(recs) if r.split == "test" and r.arch in training]
+    obj = {o: k for k, o in enumerate(sorted({recs[i].object_id for i in idx}))}
+    ids = torch.tensor([obj[recs[i].object_id] for i in idx])
+    archs = [recs[i].arch for i in idx]
+    zz = z[idx]
+    out = {}
+    n = len(idx)
+    if n > 1:
+        out["ALL/ALL"] = recall_at_k(zz, ids, zz, ids, exclude_self=torch.eye(n, dtype=torch.bool))
+    for qa in training:
+        for ga in training:
+            if qa == ga:
+                continue
+            q = [k for k in range(n) if archs[k] == qa]
+            g = [k for k in range(n) if archs[k] == ga]
+            if q and g:
+                out[f"{qa}/{ga}"] = recall_at_k(zz[q], ids[q], zz[g], ids[g])
+    return out
+
+
+def no_learning_rows(recs, n_classes, bp: BenchPreset, features, what: str, training, unseen) -> tuple[dict, dict, float]:
+    """A no-learning baseline: ``features(field)`` of every INR, through the same classifiers and
+    the same cosine retrieval as the encoders' embeddings. Returns ``(classification table,
+    retrieval table, seconds per INR)`` (file read included)."""
+    log(f"baseline: {what} (no learning)")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        z = torch.stack([features(r.field()) for r in recs])
+    secs = (time.perf_counter() - t0) / max(1, len(recs))
+    cls, _ = classification_table(z, recs, n_classes, bp, training, unseen)
+    return cls, retrieval_table(z, recs, training), secs
+
+
+def exact_geometry_rows(store, recs, n_classes, bp: BenchPreset, training, unseen, points=None) -> tuple[dict, dict]:
+    """Not a method but the ceiling of every one: each INR replaced by its object's *exact* signed
+    distance at ``points`` (default the probe points; from the zoo's shape, truncated to the
+    surface-distance row's band), through the same classifiers and retrieval. Every architecture of
+    an object gets the same vector, so what this row misses is what the classes leave ambiguous to
+    this classifier, trained on this many objects; no encoder can be expected above it."""
+    from graphs.probe import probe_points
+    from gmn_inr.canonical import TRUNCATION
+    from gmn_inr.zoo.build import manifest_shape
+
+    points = probe_points() if points is None else points
+    log(f"ceiling: each object's exact signed distance at {len(points)} points (no INR)")
+    exact = {o: manifest_shape(o, store.objects[o]).sdf(points).reshape(-1).clamp(-TRUNCATION, TRUNCATION)
+             for o in sorted({r.object_id for r in recs})}
+    z = torch.stack([exact[r.object_id] for r in recs])
+    cls, _ = classification_table(z, recs, n_classes, bp, training, unseen)
+    return cls, retrieval_table(z, recs, training)

@@ -86,9 +86,14 @@ class ZooConfig:
     splits: tuple = (0.7, 0.15, 0.15)
     #: splits whose objects get the unseen variants (they are evaluated on test objects only)
     unseen_splits: tuple = ("train", "val", "test")
+    #: "per-inr": each INR starts from its own seed; "shared": every INR of one architecture starts
+    #: from one initialisation (seeded by zoo seed + architecture only), the inr2vec / nf2vec convention
+    init: str = "per-inr"
 
     def to_json_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        if d["init"] == "per-inr":       # the default: configs (and manifests) written before it stay equal
+            del d["init"]
         d["archs"] = {k: list(v) for k, v in self.archs.items()}
         d["classes"] = list(self.classes)
         d["splits"] = list(self.splits)
@@ -222,6 +227,15 @@ def fit_seed(cfg: ZooConfig, function: str, arch: str) -> int:
     return cfg.seed * FIT_SEED_FACTOR + hash_id(arch + function) % 1000
 
 
+def init_seed(cfg: ZooConfig, arch: str) -> Optional[int]:
+    """The one initialisation seed of every INR of ``arch`` in a ``shared``-init zoo (None: per INR)."""
+    if cfg.init == "per-inr":
+        return None
+    if cfg.init != "shared":
+        raise ValueError(f"zoo init must be 'per-inr' or 'shared', got {cfg.init!r}")
+    return cfg.seed * FIT_SEED_FACTOR + hash_id("init/" + arch) % 1000
+
+
 def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[tuple[str, str, list[str]]],
                threads: int = 0, progress=None, stop_after: Optional[int] = None,
                writer=None, plugins: Sequence[str] = (), manifest_objects: Optional[dict] = None,
@@ -252,7 +266,7 @@ def _fit_chunk(root: str, cfg: ZooConfig, objects: dict[str, dict], todo: list[t
         spec = arch_spec_for(arch, out_dim_of(function), cfg.arch_preset)
         t0 = time.perf_counter()
         fits = fit_inrs(spec, function, [samples[o] for o in oids], cfg.fit, seed=fit_seed(cfg, function, arch),
-                        device=device)
+                        device=device, init_seed=init_seed(cfg, arch))
         dt = time.perf_counter() - t0
         res.stats.append((arch, spec.family, function, len(fits), dt,
                           sum(f.passed and f.attempts == 1 for f in fits), sum(f.passed for f in fits)))

@@ -27,8 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser, extra: str = ""):
     b.add_argument("--out", required=True, help="zoo directory (created; an existing zoo is resumed)")
     b.add_argument("--meshes", default=None, help="fit INRs of these meshes (DIR/<class>/*.obj|off|ply|stl) "
                                                   "instead of the procedural shapes")
+    b.add_argument("--kicad", nargs="?", const="/usr/share/kicad/3dmodels", default=None, metavar="DIR",
+                   help="the real-shape zoo: KiCad's labelled 3D part models (apt-get install -y kicad-packages3d), "
+                        "converted into OUT_meshes/<class>/*.ply, radiance and sdf INRs of every architecture")
+    b.add_argument("--init", choices=("per-inr", "shared"), default="per-inr",
+                   help="per-inr: each INR starts from its own seed; shared: every INR of one architecture starts "
+                        "from one initialisation (the inr2vec / nf2vec convention)")
+    b.add_argument("--unseen", default=None, help="with --kicad: comma-separated unseen variants to fit (default: all)")
     b.add_argument("--workers", type=int, default=1, help="processes fitting chunks in parallel")
-    b.add_argument("--per-class", type=int, default=None, help="override the preset's objects per class")
+    b.add_argument("--per-class", type=int, default=None, help="override the preset's objects per class (with "
+                                                                  "--kicad: models kept per class, evenly spaced)")
     b.add_argument("--steps", type=int, default=None, help="override the preset's fitting steps")
     b.add_argument("--functions", default=None, help="comma-separated implicit functions to fit now (default: all "
                                                      "the preset has; a later build fills in the rest)")
@@ -84,10 +92,21 @@ def _build(args) -> int:
         over["per_class"] = args.per_class
     if args.steps is not None:
         over["fit"] = {"steps": args.steps}
-    cfg = preset_config(args.preset, **over)
+    over["init"] = args.init
+    meshes = args.meshes
+    if args.kicad:
+        from pathlib import Path
+
+        from .kicad import prepare_kicad, real_zoo_config
+
+        meshes = prepare_kicad(args.kicad, Path(args.out).resolve().with_name(Path(args.out).name + "_meshes"),
+                               per_class=over.pop("per_class", None))
+        cfg = real_zoo_config(args.preset, unseen=args.unseen.split(",") if args.unseen else None, **over)
+    else:
+        cfg = preset_config(args.preset, **over)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    s = build_zoo(args.out, args.preset, meshes=args.meshes, workers=args.workers,
+    s = build_zoo(args.out, args.preset, meshes=meshes, workers=args.workers,
                   progress=not args.no_progress, config=cfg, wait=args.wait,
                   functions=args.functions.split(",") if args.functions else None, device=args.device,
                   batch=args.batch)

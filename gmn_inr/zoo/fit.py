@@ -126,13 +126,15 @@ class FitResult:
 
 def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
               seed: int = 0, steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None,
-              device: "torch.device | str | None" = None) -> list[FitResult]:
+              device: "torch.device | str | None" = None, init_seed: Optional[int] = None) -> list[FitResult]:
     """Fit ``len(samples)`` INRs of ``spec`` for ``function`` at once and gate each.
 
     ``spec.out_dim`` must match the function (4 for radiance, 1 otherwise). ``seeds``: one per INR
     (default ``inr_seed(seed, object_id)``); INR ``b``'s initial parameters and the points it is
     trained on each step come from ``seeds[b]`` alone, so an INR fitted in a batch of any size, at
-    any position, is the same INR (the stacked fit is ``B`` independent fits).
+    any position, is the same INR (the stacked fit is ``B`` independent fits). ``init_seed``: every
+    INR's initial parameters come from this one seed instead (a shared initialisation); the points
+    each is trained on still come from its own seed.
 
     ``device`` (default CPU): where the fit, the gate's evaluations and the gate view run. The
     initial weights and each step's points are drawn from CPU generators whatever the device, so an
@@ -152,7 +154,7 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return fit_batch(spec, function, samples, cfg, seed, steps, seeds, device)
+            return fit_batch(spec, function, samples, cfg, seed, steps, seeds, device, init_seed)
         finally:
             torch.set_num_threads(n)
     t0 = time.perf_counter()
@@ -160,7 +162,7 @@ def fit_batch(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], c
     occs = [octree_occupancy(s.shape, spec) for s in samples] if sparse else None
     seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
     dev = torch.device("cpu") if device is None else torch.device(device)
-    batch = FieldStack(spec, occs, B, seeds, device=dev)
+    batch = FieldStack(spec, occs, B, seeds if init_seed is None else [int(init_seed)] * B, device=dev)
     batch.mask_frequencies(cfg.max_freq)
     out_bias = f"mlp.layers.{spec.mlp.hidden_layers}.bias"
     if function == "radiance" and out_bias in batch.params:
@@ -257,18 +259,19 @@ def point_indices(gens: Sequence[torch.Generator], pool: int, points: int, steps
 
 def fit_inrs(spec: ArchSpec, function: str, samples: Sequence[ObjectSamples], cfg: FitConfig,
              seed: int = 0, refit: bool = True, seeds: Optional[Sequence[int]] = None,
-             device: "torch.device | str | None" = None) -> list[FitResult]:
+             device: "torch.device | str | None" = None, init_seed: Optional[int] = None) -> list[FitResult]:
     """:func:`fit_batch`, then refit the INRs that fail the gate once (seed + REFIT_SEED_OFFSET,
     ``refit_steps_factor`` more steps, batched too). Results keep ``passed=False`` if the
     refit fails as well; the caller drops (and counts) them. ``seeds``: one per INR (default
-    ``inr_seed(seed, object_id)``), so each result depends on its own INR only."""
+    ``inr_seed(seed, object_id)``), so each result depends on its own INR only. ``init_seed``: one
+    shared initialisation for every INR, the refit's too (:func:`fit_batch`)."""
     seeds = [inr_seed(seed, s.object_id) for s in samples] if seeds is None else [int(x) for x in seeds]
-    res = fit_batch(spec, function, samples, cfg, seeds=seeds, device=device)
+    res = fit_batch(spec, function, samples, cfg, seeds=seeds, device=device, init_seed=init_seed)
     bad = [i for i, r in enumerate(res) if not r.passed]
     if refit and bad:
         again = fit_batch(spec, function, [samples[i] for i in bad], cfg,
                           seeds=[seeds[i] + REFIT_SEED_OFFSET for i in bad],
-                          steps=int(cfg.steps * cfg.refit_steps_factor), device=device)
+                          steps=int(cfg.steps * cfg.refit_steps_factor), device=device, init_seed=init_seed)
         for i, r in zip(bad, again):
             r.attempts = 2
             r.seconds += res[i].seconds

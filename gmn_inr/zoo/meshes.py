@@ -30,10 +30,18 @@ class MeshShape(Shape):
       interpolated; within a grid cell of the surface the sign comes from the nearest
       samples' face normals instead (a vote of 8), where the coarse grid cannot resolve it,
     * colour: the nearest face's colour if the mesh has colours, else one colour per mesh.
+
+    ``sign="exact"`` (the default) takes the sign from the triangles' fast winding number at each
+    point (point-cloud-utils' ``signed_distance_to_mesh``: about 0.2 s for a 5k-triangle part at
+    32^3, against 8-17 s for the winding-number grid) and the distance as the smaller of that
+    call's triangle distance and the nearest surface sample's: measured on overlapping closed parts
+    (a pin through a body), the call's distance is sometimes too large, never too small. The
+    colour is the closest face's, or the nearest sample's where that is closer.
+    ``sign="grid"`` is the k-d tree and winding-number grid above (no extra package).
     """
 
     def __init__(self, mesh, class_name: str = "mesh", label: int = 0, object_id: str = "",
-                 n_samples: int = 200_000, sign_res: int = 32, seed: int = 0):
+                 n_samples: int = 200_000, sign_res: int = 32, seed: int = 0, sign: str = "exact"):
         import trimesh
         from scipy.spatial import cKDTree
 
@@ -55,14 +63,29 @@ class MeshShape(Shape):
         fn = np.cross(v[f][:, 1] - v[f][:, 0], v[f][:, 2] - v[f][:, 0])
         fn /= np.linalg.norm(fn, axis=1, keepdims=True).clip(1e-12)
         self.sample_normals = fn[fid]
-        self.tree = cKDTree(pts)
         try:
-            fc = np.asarray(mesh.visual.to_color().face_colors, dtype=np.float64)[:, :3] / 255.0
+            vis = mesh.visual      # texture visuals convert; colour visuals (PLY, OFF colours) have no to_color
+            vis = vis.to_color() if hasattr(vis, "to_color") else vis
+            fc = np.asarray(vis.face_colors, dtype=np.float64)[:, :3] / 255.0
             if len(fc) != len(f) or np.ptp(fc, axis=0).max() < 1e-3:
                 raise ValueError
-            self.sample_colors = torch.as_tensor(fc[fid], dtype=torch.float32)
         except Exception:   # no usable colours: a per-mesh colour
-            self.sample_colors = torch.tensor(_colour(rng), dtype=torch.float32).expand(len(pts), 3)
+            fc = np.tile(_colour(rng), (len(f), 1))
+        self.face_colors = torch.as_tensor(fc, dtype=torch.float32)
+        self.sample_colors = self.face_colors[torch.as_tensor(fid)]
+        if sign not in ("exact", "grid"):
+            raise ValueError(f"sign must be 'exact' or 'grid', got {sign!r}")
+        self.sign = sign
+        if sign == "exact":
+            try:
+                import point_cloud_utils  # noqa: F401
+            except ImportError:
+                raise ImportError("exact mesh distances need point-cloud-utils: pip install point-cloud-utils "
+                                  "(or MeshShape(sign='grid'))") from None
+            self.vertices, self.faces = v.copy(), f.copy()
+        self.tree = cKDTree(pts)
+        if sign == "exact":
+            return
         self.sign_res = sign_res
         with torch.no_grad():
             wn = winding_number(cell_centres(sign_res), self.tris)
@@ -81,6 +104,17 @@ class MeshShape(Shape):
         """``p [..., 3] -> ([...], [..., 3])`` from one k-d tree query."""
         lead = p.shape[:-1]
         flat = p.detach().reshape(-1, 3).float()
+        if self.sign == "exact":
+            import point_cloud_utils as pcu
+
+            s, fi, _ = pcu.signed_distance_to_mesh(flat.numpy().astype(np.float64), self.vertices, self.faces)
+            d, i = self._nearest(flat)
+            use_face = np.abs(s) <= d
+            dist = np.where(use_face, np.abs(s), d)
+            colour = torch.where(torch.as_tensor(use_face)[:, None],
+                                 self.face_colors[torch.as_tensor(fi.astype(np.int64))],
+                                 self.sample_colors[torch.as_tensor(i)]).reshape(*lead, 3)
+            return torch.as_tensor(np.where(s < 0, -dist, dist), dtype=torch.float32).reshape(lead).to(p.dtype), colour
         d, idx = self._nearest(flat, k=8)
         dist = torch.as_tensor(d[:, 0], dtype=torch.float32)
         # winding number, trilinear from the grid; grid_sample wants (z, y, x) order in its last dim
@@ -97,7 +131,9 @@ class MeshShape(Shape):
         return torch.where(inside, -dist, dist).reshape(lead).to(p.dtype), colour
 
     def color(self, p: torch.Tensor) -> torch.Tensor:
-        """``p [..., 3] -> [..., 3]``: colour of the nearest surface sample."""
+        """``p [..., 3] -> [..., 3]``: colour of the nearest face (exact) or surface sample (grid)."""
+        if self.sign == "exact":
+            return self.sdf_and_color(p)[1]
         _, i = self._nearest(p)
         return self.sample_colors[torch.as_tensor(i)].reshape(*p.shape[:-1], 3)
 

@@ -92,7 +92,8 @@ def _user_errors() -> tuple:
 
     from gmn_inr.zoo.store import ZooError
 
-    errs = [ValueError, OSError, ZooError, BrokenProcessPool]     # SpecError, CheckpointError, GraphError,
+    # ImportError: an optional dependency the command needs (its message says which extra installs it)
+    errs = [ValueError, OSError, ImportError, ZooError, BrokenProcessPool]     # SpecError, CheckpointError, GraphError,
     for mod, name in (("gmn_inr.search", "SearchError"),          # FormatError are ValueErrors
                       ("graphs.registry", "UnregisteredArchitectureError")):
         m = sys.modules.get(mod)

@@ -80,7 +80,7 @@ class MeshShape(Shape):
             try:
                 import point_cloud_utils  # noqa: F401
             except ImportError:
-                raise ImportError("exact mesh distances need point-cloud-utils: pip install point-cloud-utils "
+                raise ImportError("exact mesh distances need point-cloud-utils: pip install 'gmn_inr[meshes]' "
                                   "(or MeshShape(sign='grid'))") from None
             self.vertices, self.faces = v.copy(), f.copy()
         self.tree = cKDTree(pts)

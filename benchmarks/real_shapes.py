@@ -173,7 +173,7 @@ def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: Exact
     rep = {"classification": {}, "retrieval": {}, "seconds_per_inr": {}, "training": {}, "zoo": str(zoo)}
     for row, (paper, enc) in ENCODERS.items():
         cfg = TrainConfig.for_preset(bp.encoder, loss="R+C", steps=bp.steps, seed=0, ckpt_every=max(10, bp.steps // 10),
-                                     encoder=enc)
+                                     encoder=enc, device=device)
         run_dir = runs / row.replace("+", "p").replace(", ", "_").replace(" ", "_").replace("'", "")
         log(f"{name}: training {row} ({bp.steps} steps) -> {run_dir}")
         tp = [(PaperGraphRecord(a), PaperGraphRecord(b)) for a, b in pairs] if paper else pairs

@@ -309,7 +309,7 @@ def main(argv=None) -> int:
     for name, (loss, variant) in runs_to_do.items():
         paper = variant["paper_graph"]
         cfg = TrainConfig.for_preset(bp.encoder, loss=loss, steps=bp.steps, seed=0, ckpt_every=max(10, bp.steps // 10),
-                                     encoder=variant["encoder"])
+                                     encoder=variant["encoder"], device=args.device)
         run_dir = runs / name.replace("+", "p").replace(", ", "_").replace(" ", "_")
         log(f"training encoder {name} ({bp.steps} steps, batch {cfg.batch_pairs} pairs) -> {run_dir}")
         train_pairs = [(PaperGraphRecord(a), PaperGraphRecord(b)) for a, b in pairs] if paper else pairs

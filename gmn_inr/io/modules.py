@@ -25,7 +25,7 @@ _FACTORIES: dict[str, Callable[[], nn.Module]] = {}
 
 
 def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """``path/to/file.py:factory`` -> the factory (the file is imported once per session)."""
+    """``path/to/file.py:factory`` -> the factory (the file is imported once per process)."""
     file, _, name = str(spec).rpartition(":")
     if not file or not name.isidentifier():
         raise FormatError(f"--module must be path/to/file.py:factory (a function returning the module), got {spec!r}")

@@ -124,8 +124,8 @@ def test_shared_init_same_start_within_an_architecture_different_fits(tmp_path, 
     starts = {}
     real_stack = fit_mod.FieldStack
 
-    def spy(spec, occs, B, seeds):
-        st = real_stack(spec, occs, B, seeds)
+    def spy(spec, occs, B, seeds, **kw):
+        st = real_stack(spec, occs, B, seeds, **kw)
         starts.setdefault((spec.name, spec.out_dim), []).extend(
             {n: p[b].detach().clone() for n, p in st.params.items()} for b in range(B))
         return st

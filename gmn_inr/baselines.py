@@ -14,13 +14,11 @@
 """
 from __future__ import annotations
 
-import copy
-import itertools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gmn_inr.devices import module_device, on_device
 from gmn_inr.fields import ArchSpec, build_field, cell_centres
 from gmn_inr.tasks import SupervisedConfig, fit_supervised
 
@@ -46,13 +44,6 @@ class FlatWeightsNet(nn.Module):
         return self.net(w)
 
 
-def field_device(field: nn.Module) -> torch.device:
-    """Where a field runs (its first parameter or buffer; CPU for one that has neither): the
-    baselines evaluate it there and return their outputs on that device."""
-    t = next(itertools.chain(field.parameters(), field.buffers()), None)
-    return t.device if t is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def sample_grid(field: nn.Module, res: int = 16, function: str = "radiance") -> torch.Tensor:
     """The INR's values on a ``res^3`` grid of voxel centres: ``[C, res, res, res]``.
@@ -61,7 +52,7 @@ def sample_grid(field: nn.Module, res: int = 16, function: str = "radiance") -> 
     ``1 - exp(-sigma)``); implicit functions: the raw value (C=1), sdf/udf clamped to [-1, 1]."""
     from gmn_inr.fields.activations import radiance_from_raw
 
-    xyz = cell_centres(res).to(field_device(field))           # [res^3, 3], x slowest
+    xyz = cell_centres(res).to(module_device(field))           # [res^3, 3], x slowest
     raw = field(xyz)
     if function == "radiance":
         rgb, sigma = radiance_from_raw(raw)
@@ -80,7 +71,7 @@ def sampled_outputs(field: nn.Module) -> torch.Tensor:
     equal to the probe row of output neuron ``c`` in ``graphs.to_graph(field)``."""
     from graphs.probe import probe_points
 
-    return field(probe_points().to(field_device(field))).t().contiguous()
+    return field(probe_points().to(module_device(field))).t().contiguous()
 
 
 def output_features(outputs: torch.Tensor) -> torch.Tensor:
@@ -139,9 +130,8 @@ def distill(teacher: nn.Module, student_spec: ArchSpec, steps: int = 300, n_poin
     ``device`` (default: the teacher's): where the fit runs; a teacher elsewhere runs as a copy
     there. The student's initial weights and the points come from CPU generators (the same student
     on any device, to float tolerance); it is returned on the CPU."""
-    dev = field_device(teacher) if device is None else torch.device(device)
-    if field_device(teacher) != dev:
-        teacher = copy.deepcopy(teacher).to(dev)
+    dev = module_device(teacher) if device is None else torch.device(device)
+    teacher = on_device(teacher, dev)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     student = build_field(student_spec).to(dev)

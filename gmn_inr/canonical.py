@@ -53,6 +53,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from gmn_inr.devices import on_device
 from gmn_inr.encoder import GEOMETRY_CHANNEL
 from gmn_inr.zoo.dataset import RecordView
 from graphs.layout import N_OUT, N_TYPE, OUT_SCALE, NodeType, output_channel
@@ -178,8 +179,6 @@ def surface_distances(fields: Sequence[torch.nn.Module], function: str, points: 
     """:func:`surface_distance` of many INRs at once, ``[N, K]`` on ``device`` (default: the
     points'): one grid, each field evaluated on it (a field elsewhere runs as a copy on ``device``;
     the caller's is not moved), then the crossings of all ``N`` found and reduced together."""
-    import copy
-
     from graphs.probe import probe_points
 
     points = probe_points() if points is None else points
@@ -193,12 +192,8 @@ def surface_distances(fields: Sequence[torch.nn.Module], function: str, points: 
     grid = torch.cartesian_prod(axis, axis, axis).reshape(n, n, n, 3)
     flat = grid.reshape(-1, 3)
 
-    def on_device(f):
-        moved = any(t.device != device for t in itertools.chain(f.parameters(), f.buffers()))
-        return copy.deepcopy(f).to(device) if moved else f
-
     # one forward per field (fields of any architectures), the rest batched over the N fields
-    v = torch.stack([inside_logit(on_device(f)(flat), function) for f in fields]).reshape(-1, n, n, n)
+    v = torch.stack([inside_logit(on_device(f, device)(flat), function) for f in fields]).reshape(-1, n, n, n)
     owner, crossings = [], []
     for dim in range(1, 4):                               # the grid's edges along x, y and z
         a, b = v.narrow(dim, 0, n - 1), v.narrow(dim, 1, n - 1)

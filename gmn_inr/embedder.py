@@ -8,7 +8,6 @@ read with safetensors only; nothing is unpickled.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from dataclasses import asdict
@@ -36,6 +35,7 @@ def _describe(item: Any, index: int) -> str:
         return f"INR {key}" + (f" ({path})" if path is not None else "")
     name = getattr(getattr(item, "spec", None), "name", None) or getattr(item, "name", None)
     return f"item {index} ({type(item).__name__}{' ' + repr(name) if name else ''})"
+from gmn_inr.devices import on_device
 from gmn_inr.encoder import GMNEncoder, batch_graphs
 from gmn_inr.io.sources import add_reader_arguments, inr_paths, read_inr, reader_from_args
 
@@ -100,10 +100,8 @@ class Embedder:
         self.device = torch.device(device) if device is not None else next(encoder.parameters()).device
         self.block_form = block_form_for(self.device, block_form)
         if self.block_form == "plain" and encoder.config.efficient:
-            encoder = encoder.to_plain()                          # a new module: the caller's stays as it is
-        elif next(encoder.parameters()).device != self.device:
-            encoder = copy.deepcopy(encoder)
-        self.encoder = encoder.to(self.device).eval()
+            encoder = encoder.to_plain().to(self.device)          # a new module: the caller's stays as it is
+        self.encoder = on_device(encoder, self.device).eval()
         self.batch_size = int(batch_size or device_batch_size(self.device))
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")

@@ -14,7 +14,7 @@ MAX_LINES = 450
 
 #: low to high
 LAYERS = [
-    ["gmn_inr.atomic", "gmn_inr.cpu", "gmn_inr.provenance", "gmn_inr.tasks", "gmn_inr.bench_report", "gmn_inr.fields"],
+    ["gmn_inr.atomic", "gmn_inr.cpu", "gmn_inr.provenance", "gmn_inr.devices", "gmn_inr.tasks", "gmn_inr.bench_report", "gmn_inr.fields"],
     ["graphs", "gmn_inr.render", "gmn_inr.losses", "gmn_inr.checkpoint", "gmn_inr.blocks", "gmn_inr.decoder"],
     ["gmn_inr.encoder", "gmn_inr.zoo"],
     ["gmn_inr.baselines", "gmn_inr.canonical", "gmn_inr.training", "gmn_inr.io", "gmn_inr.embedder"],

@@ -32,6 +32,7 @@ from torch import nn
 from gmn_inr.checkpoint import (CHECKPOINT_NAME, CheckpointError, checkpoint_history, load_optimizer,
                                 load_state_strict, read_checkpoint, save_checkpoint)
 from gmn_inr.cpu import tune_malloc
+from gmn_inr.devices import module_device
 from gmn_inr.encoder import GMNEncoder, batch_graphs
 from gmn_inr.fields.activations import FUNCTIONS
 from gmn_inr.losses import combine, same_object_labels
@@ -115,9 +116,8 @@ def _home_device(config: TrainConfig, pairs: Sequence, device: torch.device) -> 
     if config.device != "auto":
         return device
     try:
-        field = pairs[0][0].field()
-        return next(iter(field.parameters())).device
-    except (AttributeError, IndexError, StopIteration, TypeError):
+        return module_device(pairs[0][0].field())
+    except (AttributeError, IndexError, TypeError):
         return torch.device("cpu")
 
 

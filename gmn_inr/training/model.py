@@ -10,8 +10,6 @@ global batch with gradient through the local embeddings (see :meth:`GMNModel._co
 """
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -21,6 +19,7 @@ from torch import nn
 
 from gmn_inr.checkpoint import CheckpointError, load_state_strict, read_checkpoint
 from gmn_inr.decoder import make_decoders
+from gmn_inr.devices import on_device
 from gmn_inr.encoder import GMNEncoder
 from gmn_inr.fields.activations import FUNCTIONS, radiance_from_raw
 from gmn_inr.losses import (SigLIP, convert_target, implicit_loss, implicit_query_points, l2_alignment,
@@ -71,10 +70,7 @@ class GMNModel(nn.Module):
         hit = cache.get(key)
         if hit is not None and hit[0] is record:
             return hit[1]
-        f = record.field()
-        dev = self.encoder.readout.weight.device
-        if any(t.device != dev for t in itertools.chain(f.parameters(), f.buffers())):
-            f = copy.deepcopy(f).to(dev)    # a copy: Module.to moves in place, and the field is the caller's
+        f = on_device(record.field(), self.encoder.readout.weight.device)   # the caller's field stays put
         if len(cache) >= self.TEACHER_CACHE:
             cache.pop(next(iter(cache)))
         cache[key] = (record, f)

@@ -3,8 +3,9 @@
     apt-get install -y kicad-packages3d      # flat VRML 2.0 models under /usr/share/kicad/3dmodels
 
 The labels are the catalogue's own: a model's library (``<Library>.3dshapes``) and its file name.
-Two class sets, chosen because dense geometry carries them where an 8^3 reading does not
-(docs/results/real_shapes.md measures it):
+Two class sets, chosen because their classes live in fine repeated detail (pin count) or in the
+package's outline; how much dense geometry adds over the 8^3 probe reading with the benchmark's
+classifier is measured in docs/results/real_shapes_headroom.md (about one point):
 
 * ``pins-1xNN``: single-row pin headers 1x02 .. 1x20, the pin count parsed from the file name
   (every pitch of ``Connector_PinHeader_*``, every variant: vertical, horizontal, SMD pin-1 left/right);

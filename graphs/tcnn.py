@@ -11,13 +11,12 @@ registered so ``to_graph`` takes them directly.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import torch
 from torch import nn
 
 from gmn_inr.fields import ArchSpec, FrequencySpec, HashGridField, HashGridSpec, build_field
-from gmn_inr.fields.hashgrid import HashGridEncoding, hash_levels, tcnn_network_spec
+from gmn_inr.fields.hashgrid import HashGridEncoding, hash_levels, tcnn_config, tcnn_network_spec
 from gmn_inr.fields.spec import SpecError
 
 from .graph import ParameterGraph
@@ -77,11 +76,7 @@ def tcnn_field(params, config: dict | str, n_output_dims: int = 4, input_range: 
     """A ``tcnn.NetworkWithInputEncoding`` (flat ``params``, JSON ``config``) as a gmn_inr field of
     xyz in [-1, 1]: the network reads ``(xyz + 1) / 2`` (``input_range="unit"``, tcnn's convention)
     or xyz itself (``"signed"``; Frequency / Identity only, a hash grid reads [0, 1])."""
-    if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except ValueError as exc:
-            raise SpecError(f"tcnn config is not valid JSON: {exc}") from None
+    config = tcnn_config(config)
     if not isinstance(config, dict) or not isinstance(config.get("encoding"), dict) or "network" not in config:
         raise SpecError("tcnn config must be a JSON object with an 'encoding' object and a 'network' object")
     enc = config["encoding"]

@@ -32,6 +32,16 @@ CORNERS = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dty
 TCNN_NETWORK_KEYS = ("otype", "activation", "output_activation", "n_neurons", "n_hidden_layers")
 
 
+def tcnn_config(config: "dict | str") -> dict:
+    """A tiny-cuda-nn config given as a dict or its JSON text, as a dict (SpecError otherwise)."""
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError as exc:
+            raise SpecError(f"tcnn config is not valid JSON: {exc}") from None
+    return config
+
+
 def tcnn_network_spec(net) -> MLPSpec:
     """The :class:`MLPSpec` of a tiny-cuda-nn network config (``FullyFusedMLP`` / ``CutlassMLP``,
     ReLU or Sine, no output activation, no biases); an option it cannot hold is refused by name."""
@@ -196,11 +206,7 @@ class HashGridField(Field):
         input is padded to a multiple of 16 with zeros and its output to a multiple of 16,
         which are dropped here. The field takes xyz in [-1, 1] and feeds tcnn's [0, 1].
         """
-        if isinstance(config, str):
-            try:
-                config = json.loads(config)
-            except ValueError as exc:
-                raise SpecError(f"tcnn config is not valid JSON: {exc}") from None
+        config = tcnn_config(config)
         if not isinstance(config, dict):
             raise SpecError(f"tcnn config must be a JSON object with 'encoding' and 'network', got "
                             f"{type(config).__name__}")

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import torch
 
-
-class FormatError(ValueError):
-    """A file that is not in the format asked for (or in none that gmn_inr reads)."""
+from gmn_inr.fields.user_module import FormatError  # noqa: F401  (every reader raises it)
 
 
 def read_safetensors(path: Path) -> tuple[dict, dict]:

@@ -8,17 +8,26 @@ so ``SRC/chair/c01.mlp.safetensors`` and ``SRC/chair/c01.hash.safetensors`` are 
 architectures (what contrastive training pairs). Every file goes through :func:`gmn_inr.io.read_inr`
 with the reader flags (``--module``, ``--tcnn-config``, ...), each file detected on its own; a file
 no reader reads stops the import with its name (``--skip-unreadable`` lists and skips them). Every
-file is read before anything is written, so a failed import leaves the store as it was. A store
-holds built-in fields: a module whose traced forward is not a plain MLP of xyz is read by ``embed``
-and ``search query`` but not stored (``docs/formats.md``).
+file is read before anything is written, so a failed import leaves the store as it was. A module
+given with ``--module`` whose traced forward is a plain MLP of xyz is stored as the equal built-in
+MLP; any other is stored as itself (family ``traced``, arch its class name in lower case): its state
+dict, the cube map, and a copy of its module file (``STORE/modules/<sha256>.py``) that reading the
+store imports, checked here by rebuilding the field from that copy (``docs/formats.md``). The
+modules of gmn_inr's own readers for known layouts (a DeepSDF checkpoint, NGLOD, ...) are refused:
+their code is not a file a store can keep.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from gmn_inr.fields import FUNCTIONS, ArchSpec
+from gmn_inr.fields.user_module import ModuleField, ModuleSpec
 
 from .common import FormatError
 from .sources import SUFFIXES, ReadOptions, read_inr
@@ -46,11 +55,36 @@ def _rows_from_csv(csv_path: Path) -> list[dict]:
 
 def _stored_field(path: Path, opts: ReadOptions):
     field = read_inr(path, opts)
-    if not isinstance(getattr(field, "spec", None), ArchSpec):
-        raise FormatError(f"{path} loads as a {type(field).__name__} (a module with no ArchSpec whose traced forward is "
-                          f"not a plain MLP of xyz, e.g. a DeepSDF decoder with a skip): a zoo stores gmn_inr fields "
-                          f"only; embed it or query with it directly (gmn-inr embed / search query read it)")
+    if not isinstance(field, ModuleField) and not isinstance(getattr(field, "spec", None), ArchSpec):
+        raise FormatError(f"{path} loads as a {type(field).__name__}, a module of gmn_inr's own reader for its layout, "
+                          f"whose code a store cannot keep: embed it or query with it directly (gmn-inr embed / search "
+                          f"query read it), or import its state dict with your module (--module FILE.py:factory)")
     return field
+
+
+def _module_spec(field: ModuleField, path: Path, name: str, texts: dict) -> ModuleSpec:
+    """What a store keeps of ``field`` (read from ``path`` by its ``--module`` factory), checked by
+    rebuilding it from a copy of its module file as a store will and comparing values on the cube.
+    ``texts`` collects each module file's bytes: what is checked is what is written."""
+    from gmn_inr.zoo.store import MODULES, store_module_file
+
+    file, _, factory = field.factory.rpartition(":")
+    data = texts.setdefault(file, Path(file).read_bytes())
+    spec = ModuleSpec.of(field, name, f"{MODULES}/{hashlib.sha256(data).hexdigest()}.py", factory)
+    with tempfile.TemporaryDirectory() as tmp:
+        store_module_file(tmp, data)
+        try:
+            copy = spec.build(tmp, field.module.state_dict(), str(path))
+        except FormatError as exc:
+            raise FormatError(f"{path}: its module file {file} does not work as a copy in a store (it may import "
+                              f"only installed packages, not files beside it): {exc}") from None
+        x = torch.rand(1024, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        with torch.no_grad():
+            want, got = field(x), copy(x)
+    if want.shape != got.shape or float((want - got).abs().max()) > 1e-5 * (1 + float(want.abs().max())):
+        raise FormatError(f"{path}: {type(field.module).__name__} rebuilt from a copy of {file} does not give the "
+                          "values read (a module whose values are not set by its file and state dict alone)")
+    return spec
 
 
 def import_folder(src: str | Path, out: str | Path, labels: Optional[str | Path] = None, function: str = "radiance",
@@ -86,16 +120,20 @@ def import_folder(src: str | Path, out: str | Path, labels: Optional[str | Path]
                                              "split": r["split"], "source": "import"})
         if o["class_name"] != r["class"] or o["split"] != r["split"]:
             raise FormatError(f"object {r['object']!r} is given two classes or splits ({r['path']})")
-    bad, good = [], []
+    bad, good, texts = [], [], {}
     for r in rows:                       # read everything before writing anything
         try:
-            spec = _stored_field(src / r["path"], opts).spec
+            field = _stored_field(src / r["path"], opts)
+            if isinstance(field, ModuleField):
+                r["arch"] = type(field.module).__name__.lower()
+                r["module"] = _module_spec(field, src / r["path"], r["arch"], texts)
+            else:
+                r["arch"] = field.spec.name or field.spec.family
         except FormatError as exc:
             if not skip_unreadable:
                 raise
             bad.append(f"{src / r['path']}: {exc}")
             continue
-        r["arch"] = spec.name or spec.family
         good.append(r)
     seen: dict[str, str] = {}
     for r in good:
@@ -105,11 +143,11 @@ def import_folder(src: str | Path, out: str | Path, labels: Optional[str | Path]
                               f"({seen[key]} and {r['path']})")
         seen[key] = r["path"]
     with lock if lock is not None else nullcontext():
-        return _write(src, out, good, objects, bad, opts)
+        return _write(src, out, good, objects, bad, opts, texts)
 
 
-def _write(src: Path, out, rows: list, objects: dict, bad: list, opts: ReadOptions) -> dict:
-    from gmn_inr.zoo.store import inr_key
+def _write(src: Path, out, rows: list, objects: dict, bad: list, opts: ReadOptions, texts: dict) -> dict:
+    from gmn_inr.zoo.store import inr_key, store_module_file
     from gmn_inr.zoo.writer import ZooWriter
 
     w = ZooWriter(out, config={"import": True})
@@ -133,8 +171,13 @@ def _write(src: Path, out, rows: list, objects: dict, bad: list, opts: ReadOptio
         field = _stored_field(src / r["path"], opts)
         o = objects[r["object"]]
         w.manifest["objects"].setdefault(r["object"], {**o, "label": classes.index(o["class_name"])})
-        w.add(field.spec.replace(name=r["arch"]), r["function"], r["object"], field.state_dict(),
-              {"passed": True, "imported_from": str(r["path"])})
+        gate = {"passed": True, "imported_from": str(r["path"])}
+        if "module" in r:                # its module file first: an entry never names a missing file
+            spec = r["module"]
+            store_module_file(w.root, texts[field.factory.rpartition(":")[0]])
+            w.add(spec, r["function"], r["object"], field.module.state_dict(), gate)
+        else:
+            w.add(field.spec.replace(name=r["arch"]), r["function"], r["object"], field.state_dict(), gate)
         done += 1
         if done % 500 == 0:
             w.flush()                    # an interrupted import keeps what it wrote

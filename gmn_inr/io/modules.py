@@ -1,15 +1,11 @@
-"""A researcher's own INR module: built by a factory in their Python file, its state dict loaded
-strictly, read on the [-1, 1]^3 cube, and -- where its traced forward is a plain MLP of xyz --
-the equivalent built-in :class:`~gmn_inr.fields.MLPField` (what a zoo store holds)."""
+"""A researcher's own INR module (built, loaded and read on the cube by
+:mod:`gmn_inr.fields.user_module`) and -- where its traced forward is a plain MLP of xyz -- the
+equivalent built-in :class:`~gmn_inr.fields.MLPField`; a plain Linear stack read off a state dict."""
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import operator
 import re
-import sys
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -20,82 +16,6 @@ from graphs.trace_ops import activation_of
 from graphs.trace_record import TraceError, record_on_probes
 
 from .common import FormatError
-
-_FACTORIES: dict[str, Callable[[], nn.Module]] = {}
-
-
-def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """``path/to/file.py:factory`` -> the factory (the file is imported once per process)."""
-    file, _, name = str(spec).rpartition(":")
-    if not file or not name.isidentifier():
-        raise FormatError(f"--module must be path/to/file.py:factory (a function returning the module), got {spec!r}")
-    path = Path(file).resolve()
-    if not path.is_file():
-        raise FormatError(f"--module file {file} does not exist")
-    key = f"{path}:{name}"
-    if key not in _FACTORIES:
-        modname = "gmn_inr_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-        if modname not in sys.modules:
-            loader = importlib.util.spec_from_file_location(modname, path)
-            mod = importlib.util.module_from_spec(loader)
-            sys.modules[modname] = mod           # so classes defined there pickle-free resolve by name
-            try:
-                loader.loader.exec_module(mod)
-            except Exception as exc:
-                del sys.modules[modname]
-                raise FormatError(f"--module {file}: importing it failed: {type(exc).__name__}: {exc}") from None
-        factory = getattr(sys.modules[modname], name, None)
-        if not callable(factory):
-            raise FormatError(f"--module {file} has no function {name!r}")
-        _FACTORIES[key] = factory
-    return _FACTORIES[key]
-
-
-def unwrap_state(state: dict) -> dict:
-    """The state dict inside a checkpoint (``state_dict`` / ``model_state_dict``), ``module.``
-    prefixes (DataParallel) removed when every key has one."""
-    for key in ("state_dict", "model_state_dict"):
-        if isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def load_state_strict(module: nn.Module, state: dict, what: str) -> nn.Module:
-    """Load ``state`` into ``module`` strictly, floats as float32; the first key that does not fit
-    is named with both shapes."""
-    want = module.state_dict()
-    cls = type(module).__name__
-    for k, v in want.items():
-        if k not in state:
-            raise FormatError(f"{what} does not fit {cls}: key {k!r} {tuple(v.shape)} is missing from the file")
-        got = state[k]
-        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape):
-            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-            raise FormatError(f"{what} does not fit {cls}: key {k!r} is {shape} in the file, {tuple(v.shape)} "
-                              "in the module")
-    extra = [k for k in state if k not in want]
-    if extra:
-        raise FormatError(f"{what} does not fit {cls}: key {extra[0]!r} {tuple(state[extra[0]].shape)} is in the file "
-                          "but not in the module")
-    module.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}, strict=True)
-    return module.float().eval()
-
-
-class CubeInput(nn.Module):
-    """``module(scale * xyz + shift)``: reads an INR whose input box is not [-1, 1]^3 on the cube."""
-
-    def __init__(self, module: nn.Module, scale: torch.Tensor, shift: torch.Tensor):
-        super().__init__()
-        self.module = module
-        self.register_buffer("scale", scale.float(), persistent=False)
-        self.register_buffer("shift", shift.float(), persistent=False)
-
-    def forward(self, xyz: torch.Tensor):
-        return self.module(xyz * self.scale + self.shift)
-
 
 _STACK_KEY = re.compile(r"^(?P<prefix>(?:[A-Za-z_]\w*\.)*)(?P<i>\d+)\.(?P<kind>weight|bias)$")
 

@@ -15,8 +15,9 @@ forms that need no layout of their own (``docs/formats.md``, "Your own files"):
 Every INR is read on the zoo's [-1, 1]^3 cube: ``input_range="symmetric"`` (xyz in [-1, 1], the
 default), ``"unit"`` (xyz in [0, 1], tcnn's convention and its default), or ``bbox`` (the box
 ``(xmin, ymin, zmin, xmax, ymax, zmax)`` the cube maps to). A module whose traced forward is a plain
-MLP of xyz becomes the equal :class:`~gmn_inr.fields.MLPField` (what a zoo store holds), other
-modules are returned as they are (wrapped to read the cube) and convert by tracing.
+MLP of xyz becomes the equal :class:`~gmn_inr.fields.MLPField`, any other module its
+:class:`~gmn_inr.fields.user_module.ModuleField` (the module read on the cube, its output as one
+tensor), which converts by tracing; a zoo store holds both.
 """
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ import torch
 from torch import nn
 
 from gmn_inr.fields import SpecError
+from gmn_inr.fields.user_module import ModuleField, build_module, load_state_strict, unwrap_state
 from graphs import TraceError, trace_to_graph
 from graphs.tcnn import tcnn_field
 
 from . import formats
 from .common import FormatError, read_safetensors, read_torch_state
-from .modules import CubeInput, as_mlp_field, linear_stack, load_factory, load_state_strict, mlp_field, unwrap_state
+from .modules import as_mlp_field, linear_stack, mlp_field
 
 INPUT_RANGES = ("symmetric", "unit")
 ACTIVATIONS = ("relu", "sine")
@@ -157,10 +159,10 @@ def read_inr(path: str | Path, opts: ReadOptions = ReadOptions()) -> nn.Module:
         return formats.load_inr(path)                    # HDF5, msgpack: layouts of their own
     if opts.modules:
         keys = set(unwrap_state(state))
-        candidates = [_module_of(spec) for spec in opts.modules]
-        for module in candidates:
+        candidates = [build_module(spec) for spec in opts.modules]
+        for spec, module in zip(opts.modules, candidates):
             if keys == set(module.state_dict()):
-                return _module_form(path, module, state, opts)
+                return _module_form(path, module, state, opts, spec)
         try:                                             # a file of another form in a mixed folder
             return _detect(path, state, meta, opts)
         except FormatError as exc:
@@ -187,31 +189,22 @@ def _detect(path: Path, state: dict, meta: dict, opts: ReadOptions) -> nn.Module
     return mlp_field(layers, opts.activation, SIREN_W0, scale, shift, f"{opts.activation}-mlp{H}x{W}")
 
 
-def _module_of(spec: str) -> nn.Module:
-    factory = load_factory(spec)
-    try:
-        module = factory()
-    except Exception as exc:
-        raise FormatError(f"--module {spec}: calling the factory failed: {type(exc).__name__}: {exc}") from None
-    if not isinstance(module, nn.Module):
-        raise FormatError(f"--module {spec} returned a {type(module).__name__}, not an nn.Module")
-    return module
-
-
-def _module_form(path: Path, module: nn.Module, state: dict, opts: ReadOptions) -> nn.Module:
+def _module_form(path: Path, module: nn.Module, state: dict, opts: ReadOptions, factory: str) -> nn.Module:
     load_state_strict(module, unwrap_state(state), str(path))
     scale, shift = opts.cube_map("symmetric")
     field = as_mlp_field(module, scale, shift, type(module).__name__.lower())
     if field is not None:
         return field
-    identity = torch.equal(scale, torch.ones(3)) and torch.equal(shift, torch.zeros(3))
-    module = module if identity else CubeInput(module, scale, shift).eval()
     try:                                   # refused now, by name, rather than when it is embedded
-        trace_to_graph(module)
+        field = ModuleField(module, scale, shift).eval()
+        trace_to_graph(field)
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
     except TraceError as exc:
         raise FormatError(f"{path}: {type(module).__name__} cannot be traced into a parameter graph: "
                           f"{' '.join(str(exc).split())}") from None
-    return module
+    field.factory = factory                # what a zoo import keeps with it
+    return field
 
 
 def _tcnn_config(path: Path, meta: dict, opts: ReadOptions) -> Optional[dict]:

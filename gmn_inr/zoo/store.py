@@ -4,9 +4,12 @@ Layout of a zoo directory ``DIR``::
 
     DIR/manifest.json                         the index (atomic rewrites)
     DIR/inrs/<object_id>/<function>/<arch>.safetensors
+    DIR/modules/<sha256>.py                   an imported module's file (``traced`` family only)
 
 Each ``.safetensors`` file holds the field's ``state_dict`` (tensors only: nothing is ever
-unpickled) and string metadata: ``format``, ``arch_spec`` (ArchSpec JSON), ``arch``,
+unpickled) and string metadata: ``format``, ``arch_spec`` (ArchSpec JSON; for a user's module of
+the ``traced`` family ``module`` instead, a :class:`~gmn_inr.fields.user_module.ModuleSpec` naming
+its copy of the module file, which reading the field imports), ``arch``,
 ``family``, ``function``, ``object_id``, ``class_name``, ``label``, ``split``, ``gate``
 (JSON metrics). The manifest maps a key ``object_id/function/arch`` to the file's relative
 path, sha256, size and the same facts, and lists the objects (class, label, split) and
@@ -32,8 +35,10 @@ import torch
 
 from gmn_inr.atomic import atomic_write_bytes, safetensors_bytes, tensors_digest  # noqa: F401  (search imports it from here)
 from gmn_inr.fields import ArchSpec, load_field
+from gmn_inr.fields.user_module import TRACED_FAMILY, FormatError, ModuleSpec, file_sha256
 
 MANIFEST = "manifest.json"
+MODULES = "modules"
 JOURNAL = "journal.jsonl"
 LOCK = ".lock"
 FORMAT = "gmn_inr.zoo/1"
@@ -85,12 +90,23 @@ def rel_path(object_id: str, function: str, arch: str) -> str:
     return f"inrs/{_safe_name(object_id)}/{_safe_name(function)}/{_safe_name(arch)}.safetensors"
 
 
-def inr_metadata(spec: ArchSpec, function: str, object_id: str, obj: dict, gate: dict) -> dict:
+def inr_metadata(spec: "ArchSpec | ModuleSpec", function: str, object_id: str, obj: dict, gate: dict) -> dict:
     """The string metadata of one INR file (the one place it is assembled): ``obj`` is the
     object's manifest entry (``class_name``, ``label``, ``split``), ``gate`` its gate metrics."""
-    return {"format": FILE_FORMAT, "arch_spec": spec.to_json(), "arch": spec.name, "family": spec.family,
+    what = {"module": spec.to_json()} if isinstance(spec, ModuleSpec) else {"arch_spec": spec.to_json()}
+    return {"format": FILE_FORMAT, **what, "arch": spec.name, "family": spec.family,
             "function": function, "object_id": object_id, "class_name": obj["class_name"],
             "label": str(obj["label"]), "split": obj["split"], "gate": json.dumps(gate, sort_keys=True)}
+
+
+def store_module_file(root, data: bytes) -> str:
+    """Keep a module file's bytes in the store as ``modules/<sha256>.py`` (atomically, once per
+    content); its path relative to ``root``."""
+    rel = f"{MODULES}/{hashlib.sha256(data).hexdigest()}.py"
+    path = Path(root) / rel
+    if not path.is_file() or file_sha256(path) != Path(rel).stem:
+        atomic_write_bytes(path, data)
+    return rel
 
 
 def write_inr_file(path: Path, state_dict: dict, meta: dict) -> tuple[str, int]:
@@ -146,23 +162,38 @@ class ZooRecord:
         self.split: str = entry["split"]
         self.gate: dict = entry.get("gate", {})
         self.path: Path = root / entry["path"]
-        self._spec: Optional[ArchSpec] = None
+        self._spec: "Optional[ArchSpec | ModuleSpec]" = None
         self._graph = None
 
     @property
-    def spec(self) -> ArchSpec:
+    def spec(self) -> "ArchSpec | ModuleSpec":
+        """The field's :class:`ArchSpec`, or for a user's module (``traced`` family) its :class:`ModuleSpec`."""
         if self._spec is None:
-            self._spec = ArchSpec.from_json(self.entry["arch_spec"])
+            if self.family == TRACED_FAMILY:
+                try:
+                    self._spec = ModuleSpec.from_json(self.entry.get("module", ""))
+                except FormatError as exc:
+                    raise ZooError(f"INR {self.key} of {self.root}: {exc}") from None
+            else:
+                self._spec = ArchSpec.from_json(self.entry["arch_spec"])
         return self._spec
 
     def verify(self) -> None:
-        """Raise :class:`ZooCorruptError` naming the file if its sha256 differs from the manifest's."""
+        """Raise :class:`ZooCorruptError` naming the file if its sha256 differs from the manifest's
+        (for a user's module, also its module file: missing, or not the content it is named by)."""
         if not self.path.exists():
             raise ZooCorruptError(self.path, f"INR file {self.path} is missing")
         got = sha256_file(self.path)
         if got != self.entry["sha256"]:
             raise ZooCorruptError(self.path, f"corrupt INR file {self.path}: sha256 {got[:12]}... != manifest "
                                              f"{self.entry['sha256'][:12]}...")
+        if self.family == TRACED_FAMILY:
+            mod = self.root / self.spec.file
+            if not mod.is_file():
+                raise ZooCorruptError(mod, f"module file {mod} of INR {self.key} is missing")
+            if file_sha256(mod) != self.spec.sha256:
+                raise ZooCorruptError(mod, f"module file {mod} of INR {self.key} was changed: its sha256 is not the "
+                                           f"one it was stored with ({self.spec.sha256[:12]}...)")
 
     def state_dict(self, verify: bool = True) -> dict[str, torch.Tensor]:
         if verify:
@@ -174,8 +205,15 @@ class ZooRecord:
         return tensors
 
     def field(self, verify: bool = True) -> torch.nn.Module:
-        """The rebuilt field module (``gmn_inr.fields.load_field``), in eval mode."""
-        return load_field(self.spec, self.state_dict(verify)).eval()
+        """The rebuilt field module (``gmn_inr.fields.load_field``; a user's module: its
+        :class:`~gmn_inr.fields.user_module.ModuleField`, built by the store's copy of its file), in eval mode."""
+        state = self.state_dict(verify)
+        if self.family != TRACED_FAMILY:
+            return load_field(self.spec, state).eval()
+        try:
+            return self.spec.build(self.root, state, f"INR {self.key}")
+        except FormatError as exc:
+            raise ZooError(str(exc)) from None
 
     def graph(self):
         """The parameter graph (``graphs.to_graph(self.field())``), computed once and cached."""
@@ -218,6 +256,8 @@ def check_manifest(m: dict, mpath) -> None:
         p = Path(e["path"])
         if p.is_absolute() or ".." in p.parts:
             bad(f"INR {key!r} points outside the zoo ({e['path']!r})")
+        if e["family"] == TRACED_FAMILY and not isinstance(e.get("module"), str):
+            bad(f"INR {key!r} is a user's module with no 'module' description")
         if not isinstance(e.get("gate", {}), dict):
             bad(f"INR {key!r} has a gate that is not a map")
     for key, e in m.get("dropped", {}).items():

@@ -10,15 +10,18 @@ from typing import Optional
 
 from gmn_inr.atomic import atomic_write_bytes, fault_point
 from gmn_inr.fields import ArchSpec, SpecError
+from gmn_inr.fields.user_module import FormatError, ModuleSpec, file_sha256
 
 from .store import (ENTRY_FIELDS, FORMAT, JOURNAL, LOCK, MANIFEST, ZooBusyError, ZooError, ZooStore, inr_key,
                     inr_metadata, read_inr_file, rel_path, sha256_file, write_inr_file)
 
 
 def _entry(meta: dict, rel: str, sha: str, n: int) -> dict:
+    # a user's module has a "module" description and no ArchSpec (its arch_spec is empty)
     return {"path": rel, "sha256": sha, "bytes": n, "arch": meta["arch"], "family": meta["family"],
             "function": meta["function"], "object_id": meta["object_id"], "class_name": meta["class_name"],
-            "label": int(meta["label"]), "split": meta["split"], "arch_spec": meta["arch_spec"],
+            "label": int(meta["label"]), "split": meta["split"], "arch_spec": meta.get("arch_spec", ""),
+            **({"module": meta["module"]} if "module" in meta else {}),
             "gate": json.loads(meta.get("gate", "{}"))}
 
 
@@ -34,7 +37,7 @@ def append_journal(root, record: dict) -> None:
         os.close(fd)
 
 
-def store_inr(root, spec: ArchSpec, function: str, object_id: str, obj: dict, state_dict: dict,
+def store_inr(root, spec: "ArchSpec | ModuleSpec", function: str, object_id: str, obj: dict, state_dict: dict,
               gate: dict) -> tuple[str, dict]:
     """Write one INR file (atomically) and journal it: ``(key, manifest entry)``. Runs in the main
     process and in build workers alike."""
@@ -163,7 +166,7 @@ class ZooWriter:
     def rel_path(self, object_id: str, function: str, arch: str) -> str:
         return rel_path(object_id, function, arch)
 
-    def add(self, spec: ArchSpec, function: str, object_id: str, state_dict: dict, gate: dict) -> dict:
+    def add(self, spec: "ArchSpec | ModuleSpec", function: str, object_id: str, state_dict: dict, gate: dict) -> dict:
         """Write one INR file (atomically), journal it and enter it in the manifest (on disk at the
         next :meth:`flush`; the journal keeps it until then)."""
         key, entry = store_inr(self.root, spec, function, object_id, self.manifest["objects"][object_id],
@@ -262,7 +265,12 @@ class ZooWriter:
                 continue
             try:
                 _, meta = read_inr_file(p)
-                ArchSpec.from_json(meta["arch_spec"])
+                if "module" in meta:             # a user's module: kept only with its module file
+                    spec = ModuleSpec.from_json(meta["module"])
+                    if not (self.root / spec.file).is_file() or file_sha256(self.root / spec.file) != spec.sha256:
+                        continue
+                else:
+                    ArchSpec.from_json(meta["arch_spec"])
                 if meta["object_id"] not in self.manifest["objects"]:
                     raise ZooError("unknown object")
                 key = inr_key(meta["object_id"], meta["function"], meta["arch"])
@@ -271,7 +279,7 @@ class ZooWriter:
                 if "tensors_sha256" not in meta:
                     continue         # written before files carried a checksum: cannot be trusted
                 entry = self._entry(meta, rel, sha256_file(p), p.stat().st_size)
-            except (ZooError, SpecError, KeyError, ValueError):
+            except (ZooError, SpecError, FormatError, KeyError, ValueError):
                 continue             # not ours or unreadable: left alone; a refit overwrites it
             self.inrs[key] = entry
             n += 1

@@ -1,6 +1,7 @@
 """The README tutorial as a test: a folder of SDF INRs written by reference modules in the forms
-researchers hold -> ``zoo import`` -> ``train`` (pairs: one object in two forms) -> ``search build``
--> ``search query`` with a file read by the same flags."""
+researchers hold (DeepSDF's published decoder shape -- a skip and an output tanh -- with its module
+file, a SIREN, a tcnn hash blob with its config) -> ``zoo import`` -> ``train`` (pairs: one object
+in two forms) -> ``search build`` -> ``search query`` with a file read by the same flags."""
 import json
 import textwrap
 
@@ -130,8 +131,9 @@ def _tcnn_params(field: HashGridField) -> torch.Tensor:
 
 
 def write_tutorial_folder(root):
-    """SRC/<class>/<object>.<form>.<ext>: two objects per class, each as a DeepSDF-style MLP (state
-    dict + module file) and a tcnn hash blob (params + config in the metadata); one also as a SIREN."""
+    """SRC/<class>/<object>.<form>.<ext>: two objects per class, each as a DeepSDF decoder with its skip
+    and output tanh (state dict + module file) and a tcnn hash blob (params + config in the metadata);
+    one also as a SIREN."""
     import importlib.util
     (root / "modules.py").write_text(MODULES)
     spec = importlib.util.spec_from_file_location("tutorial_modules", root / "modules.py")
@@ -142,7 +144,7 @@ def write_tutorial_folder(root):
         d = root / "inrs" / cls
         d.mkdir(parents=True)
         for i, size in enumerate(sizes):
-            dec = _fit(mods.decoder(), cls, size)
+            dec = _fit(mods.skip_decoder(), cls, size)
             torch.save({"epoch": 40, "model_state_dict": dec.state_dict()}, d / f"o{i}.decoder.pth")
             tcnn = _fit(HashGridField.from_tcnn(torch.zeros(_n_params()), HASH_CONFIG, 1).train(), cls, size)
             save_file({"params": _tcnn_params(tcnn).half()}, d / f"o{i}.hash.safetensors",
@@ -164,37 +166,41 @@ def test_tutorial_import_train_search(tmp_path, capsys):
     # one import: the decoders and the SIRENs go to the module whose keys they hold, the hash blobs
     # are read on their own
     assert main(["zoo", "import", str(src), "--out", str(store), "--function", "sdf",
-                 "--module", f"{modules}:decoder", "--module", f"{modules}:siren"]) == 0
+                 "--module", f"{modules}:skip_decoder", "--module", f"{modules}:siren"]) == 0
     assert "imported 10 INRs (0 already there, 0 unreadable) of 4 objects in 2 classes" in capsys.readouterr().out
     from gmn_inr.zoo import open_store
     s = open_store(store)
-    assert sorted({(r.arch, r.family) for r in s}) == [("decoder", "mlp"), ("siren", "mlp"), ("tcnn-hash", "hashgrid")]
+    # the skip decoder is stored as itself (traced), the SIREN as the equal built-in MLP
+    assert sorted({(r.arch, r.family) for r in s}) == [("siren", "mlp"), ("skipdecoder", "traced"),
+                                                       ("tcnn-hash", "hashgrid")]
     assert s.classes == ["ball", "box"]
     from gmn_inr.zoo.dataset import pairs_from_records
     pairs = {(a.object_id, *sorted((a.arch, b.arch))) for a, b in pairs_from_records(list(s))}
-    assert len(pairs) == 6 and ("ball_o0", "siren", "tcnn-hash") in pairs and ("box_o1", "decoder", "tcnn-hash") in pairs  # across families
+    assert len(pairs) == 8 and ("ball_o0", "siren", "skipdecoder") in pairs and \
+        ("box_o1", "skipdecoder", "tcnn-hash") in pairs                     # across families
     assert main(["train", str(store), "--preset", "tiny", "--steps", "2", "--out", str(run), "--no-progress",
-                 "--function", "sdf", "--archs", "decoder,siren,tcnn-hash"]) == 0
+                 "--function", "sdf", "--archs", "skipdecoder,siren,tcnn-hash"]) == 0
     assert main(["search", "build", str(store), "--checkpoint", str(run), "--index", str(idx), "--kind", "exact",
                  "--no-progress"]) == 0
     capsys.readouterr()
     query = src / "ball" / "o1.decoder.pth"
-    assert main(["search", "query", str(idx), str(query), "--module", f"{modules}:decoder", "-k", "2", "--json"]) == 0
+    assert main(["search", "query", str(idx), str(query), "--module", f"{modules}:skip_decoder", "-k", "2",
+                 "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res[0]["hits"][0]["key"] == "ball_o1/sdf/decoder" and res[0]["hits"][0]["score"] > 0.9999
-    # a module a store does not hold (a skip, an output tanh) is still embedded and queried with, traced
+    assert res[0]["hits"][0]["key"] == "ball_o1/sdf/skipdecoder" and res[0]["hits"][0]["score"] > 0.9999
+    # a module of another shape (no skip: read as the equal plain MLP) is queried with as well
     import importlib.util
     spec = importlib.util.spec_from_file_location("tutorial_modules_2", modules)
     mods = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mods)
-    skip = _fit(mods.skip_decoder(), "ball", 0.5)
-    torch.save(skip.state_dict(), tmp_path / "skip.pth")
+    plain = _fit(mods.decoder(), "ball", 0.5)
+    torch.save(plain.state_dict(), tmp_path / "plain.pth")
     capsys.readouterr()
-    assert main(["search", "query", str(idx), str(tmp_path / "skip.pth"), "--module", f"{modules}:skip_decoder",
+    assert main(["search", "query", str(idx), str(tmp_path / "plain.pth"), "--module", f"{modules}:decoder",
                  "-k", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)[0]["hits"]) == 3
     assert main(["embed", str(src), "--checkpoint", str(run), "--out", str(tmp_path / "z.safetensors"),
-                 "--module", f"{modules}:decoder", "--module", f"{modules}:siren"]) == 0
+                 "--module", f"{modules}:skip_decoder", "--module", f"{modules}:siren"]) == 0
     from safetensors.torch import load_file
     z = load_file(tmp_path / "z.safetensors")["embeddings"]
     assert z.shape[0] == 10 and torch.isfinite(z).all()

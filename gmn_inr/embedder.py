@@ -57,11 +57,14 @@ def _as_graph(item: Any):
 
 
 def _graph_of_file(path: Path):
-    """A stored INR file of the zoo: safetensors whose metadata holds its ``arch_spec``."""
+    """A stored INR file of the zoo: safetensors whose metadata holds its ``arch_spec`` (or, for a
+    user's module, a ``module`` description: read through its store)."""
     from gmn_inr.fields import ArchSpec, load_field
-    from gmn_inr.zoo.store import read_inr_file
+    from gmn_inr.zoo.store import read_inr_file, record_of_file
 
     tensors, meta = read_inr_file(path)                # clear ZooError for foreign files
+    if "module" in meta:
+        return record_of_file(path).graph()
     return _as_graph(load_field(ArchSpec.from_json(meta["arch_spec"]), tensors))
 
 

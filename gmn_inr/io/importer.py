@@ -62,25 +62,25 @@ def _stored_field(path: Path, opts: ReadOptions):
     return field
 
 
-def _module_spec(field: ModuleField, path: Path, name: str, texts: dict) -> ModuleSpec:
+def _module_spec(field: ModuleField, path: Path, name: str, texts: dict, scratch: str) -> ModuleSpec:
     """What a store keeps of ``field`` (read from ``path`` by its ``--module`` factory), checked by
-    rebuilding it from a copy of its module file as a store will and comparing values on the cube.
-    ``texts`` collects each module file's bytes: what is checked is what is written."""
+    rebuilding it from a copy of its module file in the folder ``scratch``, as a store will, and
+    comparing values on the cube. ``texts`` collects each module file's bytes: what is checked is
+    what is written."""
     from gmn_inr.zoo.store import MODULES, store_module_file
 
     file, _, factory = field.factory.rpartition(":")
     data = texts.setdefault(file, Path(file).read_bytes())
     spec = ModuleSpec.of(field, name, f"{MODULES}/{hashlib.sha256(data).hexdigest()}.py", factory)
-    with tempfile.TemporaryDirectory() as tmp:
-        store_module_file(tmp, data)
-        try:
-            copy = spec.build(tmp, field.module.state_dict(), str(path))
-        except FormatError as exc:
-            raise FormatError(f"{path}: its module file {file} does not work as a copy in a store (it may import "
-                              f"only installed packages, not files beside it): {exc}") from None
-        x = torch.rand(1024, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
-        with torch.no_grad():
-            want, got = field(x), copy(x)
+    store_module_file(scratch, data)
+    try:
+        copy = spec.build(scratch, field.module.state_dict(), str(path))
+    except FormatError as exc:
+        raise FormatError(f"{path}: its module file {file} does not work as a copy in a store (it may import "
+                          f"only installed packages, not files beside it): {exc}") from None
+    x = torch.rand(1024, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        want, got = field(x), copy(x)
     if want.shape != got.shape or float((want - got).abs().max()) > 1e-5 * (1 + float(want.abs().max())):
         raise FormatError(f"{path}: {type(field.module).__name__} rebuilt from a copy of {file} does not give the "
                           "values read (a module whose values are not set by its file and state dict alone)")
@@ -121,20 +121,21 @@ def import_folder(src: str | Path, out: str | Path, labels: Optional[str | Path]
         if o["class_name"] != r["class"] or o["split"] != r["split"]:
             raise FormatError(f"object {r['object']!r} is given two classes or splits ({r['path']})")
     bad, good, texts = [], [], {}
-    for r in rows:                       # read everything before writing anything
-        try:
-            field = _stored_field(src / r["path"], opts)
-            if isinstance(field, ModuleField):
-                r["arch"] = type(field.module).__name__.lower()
-                r["module"] = _module_spec(field, src / r["path"], r["arch"], texts)
-            else:
-                r["arch"] = field.spec.name or field.spec.family
-        except FormatError as exc:
-            if not skip_unreadable:
-                raise
-            bad.append(f"{src / r['path']}: {exc}")
-            continue
-        good.append(r)
+    with tempfile.TemporaryDirectory() as scratch:
+        for r in rows:                   # read everything before writing anything
+            try:
+                field = _stored_field(src / r["path"], opts)
+                if isinstance(field, ModuleField):
+                    r["arch"] = type(field.module).__name__.lower()
+                    r["module"] = _module_spec(field, src / r["path"], r["arch"], texts, scratch)
+                else:
+                    r["arch"] = field.spec.name or field.spec.family
+            except FormatError as exc:
+                if not skip_unreadable:
+                    raise
+                bad.append(f"{src / r['path']}: {exc}")
+                continue
+            good.append(r)
     seen: dict[str, str] = {}
     for r in good:
         key = inr_key(r["object"], r["function"], r["arch"])

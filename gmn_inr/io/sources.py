@@ -32,6 +32,7 @@ from torch import nn
 
 from gmn_inr.fields import SpecError
 from gmn_inr.fields.user_module import ModuleField, build_module, load_state_strict, unwrap_state
+from gmn_inr.zoo.store import FILE_FORMAT, record_of_file
 from graphs import TraceError, trace_to_graph
 from graphs.tcnn import tcnn_field
 
@@ -151,6 +152,8 @@ def read_inr(path: str | Path, opts: ReadOptions = ReadOptions()) -> nn.Module:
     meta: dict = {}
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{" and path.suffix not in (".pth", ".pt")):
         state, meta = read_safetensors(path)
+        if "module" in meta and meta.get("format") == FILE_FORMAT:       # a store's user module
+            return record_of_file(path).field()
         if "arch_spec" in meta:
             return formats.load_gmn_field(path)
     elif head[:2] == b"PK" or path.suffix in (".pth", ".pt"):

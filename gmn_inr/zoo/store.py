@@ -316,7 +316,8 @@ class ZooStore:
             try:
                 r.verify()
             except ZooCorruptError as exc:
-                bad.append(exc.path)
+                if exc.path not in bad:          # a module file several entries share: once
+                    bad.append(exc.path)
         return bad
 
     def counts(self) -> dict:
@@ -329,6 +330,22 @@ class ZooStore:
                 out[k][getattr(r, k)] += 1
         out["objects_per_split"] = Counter(o["split"] for o in self.objects.values())
         return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def record_of_file(path) -> ZooRecord:
+    """The record of a stored INR file, found through the store it lies in
+    (``STORE/inrs/<object>/<function>/<arch>.safetensors``): a user's module is rebuilt by the
+    store's copy of its module file, so its INR file alone does not make a field."""
+    path = Path(path).resolve()
+    root = path.parents[3] if len(path.parents) > 3 else None
+    if root is None or not (root / MANIFEST).is_file():
+        raise ZooError(f"{path} is a stored user's module away from its store (the store keeps its module file): "
+                       f"read it as STORE/inrs/<object>/<function>/<arch>.safetensors")
+    rel = path.relative_to(root).as_posix()
+    found = [r for r in ZooStore(root) if r.entry["path"] == rel]
+    if not found:
+        raise ZooError(f"{path} is not listed in {root / MANIFEST}")
+    return found[0]
 
 
 def open_store(root) -> ZooStore:

@@ -229,19 +229,28 @@ class ZooWriter:
         bad = []
         for key, e in sorted(self.inrs.items()):
             p = self.root / e["path"]
+            mod = None
             try:
                 ok = p.is_file() and sha256_file(p) == e["sha256"]
-            except OSError:
-                ok = False
-            if ok:
+                mod = self._module_file(e)
+                mod_ok = mod is None or (mod.is_file() and file_sha256(mod) == mod.stem)
+            except (OSError, FormatError):
+                ok = mod_ok = False
+            if ok and mod_ok:
                 continue
             bad.append(key)
             del self.inrs[key]
-            if p.exists():
+            if not ok and p.exists():
                 os.replace(p, p.with_name(p.name + ".corrupt"))
+            elif mod is not None and mod.exists():    # a changed module file: an import writes it again
+                os.replace(mod, mod.with_name(mod.name + ".corrupt"))
         if bad:
             self.flush()
         return bad
+
+    def _module_file(self, entry: dict) -> Optional[Path]:
+        """The module file a user's module entry names (None for a built-in field)."""
+        return self.root / ModuleSpec.from_json(entry["module"]).file if "module" in entry else None
 
     def adopt_orphans(self) -> int:
         """Enter complete INR files that a killed build wrote but never listed; returns how many.

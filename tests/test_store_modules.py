@@ -36,8 +36,26 @@ EXTRA = textwrap.dedent('''
             return self.last(torch.cat([h, coords], -1)), coords
 
 
+    class TwoHeads(nn.Module):
+        """A radiance field returning a dict of two heads, the density one re-fed xyz."""
+
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Linear(3, 16)
+            self.rgb = nn.Linear(16, 3)
+            self.sigma = nn.Linear(16 + 3, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.trunk(x))
+            return {"rgb": self.rgb(h), "sigma": self.sigma(torch.cat([h, x], -1))}
+
+
     def skip_siren():
         return SkipSiren()
+
+
+    def two_heads():
+        return TwoHeads()
 ''')
 
 
@@ -119,6 +137,27 @@ def test_the_cube_map_and_a_returned_input_are_kept(tmp_path, module_file):
         assert got.shape == (len(CUBE), 1) and torch.allclose(got, sir(x)[0], atol=1e-5)
     assert s["skipsiren"].spec.outputs == (0,) and s["skipsiren"].spec.out_dim == 1
     assert s["skipsiren"].graph().num_edges == _n_params(sir)
+
+
+def test_a_radiance_module_with_two_heads_is_one_field(tmp_path):
+    torch.manual_seed(0)
+    extra = tmp_path / "extra.py"
+    extra.write_text(EXTRA)
+    ref = _instance(extra, "two_heads")
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    torch.save(ref.state_dict(), tmp_path / "src" / "a" / "o.pth")
+    store = tmp_path / "store"
+    assert main(["zoo", "import", str(tmp_path / "src"), "--out", str(store), "--module", f"{extra}:two_heads"]) == 0
+    r = open_store(store)[0]
+    assert (r.arch, r.family, r.function, r.spec.outputs, r.spec.out_dim) == ("twoheads", "traced", "radiance",
+                                                                              (0, 1), 4)
+    x = CUBE.reshape(30, 10, 3)                               # rays x samples, as renders and teachers pass them
+    with torch.no_grad():
+        want = ref(CUBE)
+        assert torch.allclose(r.field()(x), torch.cat([want["rgb"], want["sigma"]], -1).reshape(30, 10, 4), atol=1e-5)
+    assert r.graph().num_edges == _n_params(ref)
+    assert main(["zoo", "show", str(store), "--out", str(tmp_path / "zoo.png"), "--size", "16"]) == 0  # no truth: imported
+    assert (tmp_path / "zoo.png").stat().st_size > 0
 
 
 def test_a_changed_or_missing_module_file_is_refused_by_name(tmp_path, module_file, capsys):

@@ -110,7 +110,7 @@ def _tensor_leaves(out) -> list[torch.Tensor]:
 
 class ModuleField(nn.Module):
     """``module(scale * xyz + shift)`` for xyz on the [-1, 1]^3 cube (the map skipped when it is the
-    identity), its output tensors -- every one the module returns except a returned copy of its
+    identity; points ``[..., 3]`` go to the module as ``[N, 3]``), its output tensors -- every one the module returns except a returned copy of its
     input (SIREN's ``(output, coords)``) -- as one ``[..., out_dim]`` tensor (several joined on the
     last axis). ``outputs`` (which tensors those are) is found on a few points when not given."""
 
@@ -152,6 +152,8 @@ class ModuleField(nn.Module):
             return int(self(torch.zeros(1, 3, device=self.scale.device)).shape[-1])
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        if xyz.dim() != 2:       # modules are written for [N, 3]; renders and teachers pass [..., 3]
+            return self(xyz.reshape(-1, xyz.shape[-1])).reshape(*xyz.shape[:-1], -1)
         out = self.module(xyz if self.identity else xyz * self.scale + self.shift)
         if self.outputs is None:
             return out

@@ -8,10 +8,15 @@ from typing import Optional
 from .gate import ground_truth_radiance  # noqa: F401  (the target lives with the gate; re-exported)
 
 
+#: the columns of a built zoo's picture
+BUILT_COLUMNS = ("MLP", "TRI", "HASH", "OCT")
+
+
 def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[str] = None,
-             archs=("MLP", "TRI", "HASH", "OCT"), elevation: float = 25.0, azimuth_index: int = 1) -> Path:
+             archs=None, elevation: float = 25.0, azimuth_index: int = 1) -> Path:
     """Render ``n_objects`` objects that have radiance INRs of ``archs`` (as many of them as
-    stored) to one PNG at ``out``; returns its path."""
+    stored; default :data:`BUILT_COLUMNS`, or a store of imported INRs' own architectures) to one
+    PNG at ``out``; returns its path. Imported objects have no ground truth to show."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,6 +34,9 @@ def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[s
         by_obj.setdefault(r.object_id, {})[r.arch] = r
     if not by_obj:
         raise ValueError(f"{zoo_dir} has no radiance INRs to show")
+    if archs is None:
+        have = sorted({r.arch for r in recs})
+        archs = [a for a in BUILT_COLUMNS if a in have] or have[:6]
     # prefer objects with the most requested archs, one per class first
     ranked = sorted(by_obj, key=lambda o: (-sum(a in by_obj[o] for a in archs), o))
     chosen, seen = [], set()
@@ -45,15 +53,18 @@ def show_zoo(zoo_dir, out, n_objects: int = 4, size: int = 96, split: Optional[s
         if o not in chosen:
             chosen.append(o)
     c2w = orbit_cameras(4, elevation=elevation)[azimuth_index]
-    cols = ["truth", *archs]
+    known = [o for o in chosen if store.objects[o].get("source") != "import"]       # a recipe or a mesh
+    cols = (["truth"] if known else []) + list(archs)
     fig, axes = plt.subplots(len(chosen), len(cols), figsize=(1.6 * len(cols), 1.6 * len(chosen)), squeeze=False)
     for i, oid in enumerate(chosen):
-        shape = manifest_shape(oid, store.objects[oid])
         for j, col in enumerate(cols):
             ax = axes[i, j]
             ax.axis("off")
+            if col == "truth" and oid not in known:
+                ax.set_title("truth: not known", fontsize=6)
+                continue
             if col == "truth":
-                img = render_image(ground_truth_radiance(shape), c2w, size, size)
+                img = render_image(ground_truth_radiance(manifest_shape(oid, store.objects[oid])), c2w, size, size)
             elif col in by_obj[oid]:
                 img = render_image(by_obj[oid][col].field(), c2w, size, size)
             else:

@@ -50,8 +50,25 @@ EXTRA = textwrap.dedent('''
             return {"rgb": self.rgb(h), "sigma": self.sigma(torch.cat([h, x], -1))}
 
 
+    class DictSkip(nn.Module):
+        """siren's SingleBVPNet calling convention: {"coords": x} in, {"model_in", "model_out"} out."""
+
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 8)
+            self.b = nn.Linear(8 + 3, 1)
+
+        def forward(self, model_input):
+            coords = model_input["coords"].clone().detach().requires_grad_(True)
+            return {"model_in": coords, "model_out": self.b(torch.cat([torch.relu(self.a(coords)), coords], -1))}
+
+
     def skip_siren():
         return SkipSiren()
+
+
+    def dict_skip():
+        return DictSkip()
 
 
     def two_heads():
@@ -121,22 +138,28 @@ def test_the_cube_map_and_a_returned_input_are_kept(tmp_path, module_file):
     extra.write_text(EXTRA)
     ref = _instance(module_file, "skip_decoder")
     sir = _instance(extra, "skip_siren")
-    for cls, m in (("a", ref), ("b", sir)):
+    bvp = _instance(extra, "dict_skip")
+    for cls, m in (("a", ref), ("b", sir), ("c", bvp)):
         (tmp_path / "src" / cls).mkdir(parents=True)
         torch.save(m.state_dict(), tmp_path / "src" / cls / "o.pth")
     lo, hi = torch.tensor([0.0, -2.0, 1.0]), torch.tensor([1.0, 2.0, 3.0])
     store = tmp_path / "store"
     assert _import(tmp_path / "src", store, "--module", f"{module_file}:skip_decoder", "--module",
-                   f"{extra}:skip_siren", "--bbox", *map(str, [*lo.tolist(), *hi.tolist()])) == 0
+                   f"{extra}:skip_siren", "--module", f"{extra}:dict_skip",
+                   "--bbox", *map(str, [*lo.tolist(), *hi.tolist()])) == 0
     s = {r.arch: r for r in open_store(store)}
-    assert sorted(s) == ["skipdecoder", "skipsiren"] and len(list((store / "modules").iterdir())) == 2
+    assert sorted(s) == ["dictskip", "skipdecoder", "skipsiren"] and len(list((store / "modules").iterdir())) == 2
     x = lo + (CUBE + 1) / 2 * (hi - lo)
     with torch.no_grad():
         assert torch.allclose(s["skipdecoder"].field()(CUBE), ref(x), atol=1e-5)
         got = s["skipsiren"].field()(CUBE)                    # the output alone, not the returned coords
         assert got.shape == (len(CUBE), 1) and torch.allclose(got, sir(x)[0], atol=1e-5)
+        got = s["dictskip"].field()(CUBE)                     # called with {"coords": x}
+        assert torch.allclose(got, bvp({"coords": x})["model_out"], atol=1e-5)
     assert s["skipsiren"].spec.outputs == (0,) and s["skipsiren"].spec.out_dim == 1
-    assert s["skipsiren"].graph().num_edges == _n_params(sir)
+    assert s["dictskip"].spec.outputs == (1,) and s["dictskip"].spec.coords_dict
+    for arch, m in (("skipsiren", sir), ("dictskip", bvp)):
+        assert s[arch].graph().num_edges == _n_params(m)
 
 
 def test_a_radiance_module_with_two_heads_is_one_field(tmp_path):

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -110,12 +111,15 @@ def _tensor_leaves(out) -> list[torch.Tensor]:
 
 class ModuleField(nn.Module):
     """``module(scale * xyz + shift)`` for xyz on the [-1, 1]^3 cube (the map skipped when it is the
-    identity; points ``[..., 3]`` go to the module as ``[N, 3]``), its output tensors -- every one the module returns except a returned copy of its
-    input (SIREN's ``(output, coords)``) -- as one ``[..., out_dim]`` tensor (several joined on the
-    last axis). ``outputs`` (which tensors those are) is found on a few points when not given."""
+    identity; points ``[..., 3]`` go to the module as ``[N, 3]``, or as siren's ``{"coords": x}``
+    when it takes a dict), its output tensors -- every one the module returns except a returned copy
+    of its input (SIREN's ``(output, coords)``) -- as one ``[..., out_dim]`` tensor (several joined
+    on the last axis). How it is called and which tensors are the output is found on a few points
+    unless given (``outputs``: None for a module returning one tensor)."""
 
     def __init__(self, module: nn.Module, scale: Optional[torch.Tensor] = None,
-                 shift: Optional[torch.Tensor] = None, outputs: Optional[Sequence[int]] = None):
+                 shift: Optional[torch.Tensor] = None, outputs: "Optional[Sequence[int]] | str" = "find",
+                 coords_dict: bool = False):
         super().__init__()
         self.module = module
         scale = torch.ones(3) if scale is None else torch.as_tensor(scale, dtype=torch.float32)
@@ -123,28 +127,37 @@ class ModuleField(nn.Module):
         self.identity = bool(torch.equal(scale, torch.ones(3)) and torch.equal(shift, torch.zeros(3)))
         self.register_buffer("scale", scale.float(), persistent=False)
         self.register_buffer("shift", shift.float(), persistent=False)
-        self.outputs: Optional[tuple[int, ...]] = None if outputs is None else tuple(int(i) for i in outputs)
-        if outputs is None:
-            self.outputs = self._find_outputs()
+        self.coords_dict = bool(coords_dict)
+        if isinstance(outputs, str):
+            self.outputs, self.coords_dict = self._find_outputs()
+        else:
+            self.outputs = None if outputs is None else tuple(int(i) for i in outputs)
 
-    def _find_outputs(self) -> Optional[tuple[int, ...]]:
-        """None when the module returns one tensor, else the indices of its output tensors."""
+    def _find_outputs(self) -> tuple[Optional[tuple[int, ...]], bool]:
+        """``(outputs, coords_dict)``: outputs None when the module returns one tensor, else the
+        indices of its output tensors; coords_dict when it takes siren's ``{"coords": x}``."""
         x = torch.rand(64, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
         inp = x if self.identity else x * self.scale + self.shift
-        try:
-            with torch.no_grad():
-                out = self.module(inp)
-        except Exception as exc:
-            raise FormatError(f"{type(self.module).__name__} does not run on xyz points [N, 3]: "
-                              f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        errors = []
+        for coords_dict in (False, True):
+            try:
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")        # a dict module indexed by a string on a tensor
+                    out = self.module({"coords": inp} if coords_dict else inp)
+                break
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
+        else:
+            raise FormatError(f"{type(self.module).__name__} does not run on xyz points [N, 3] ({errors[0]}) nor on "
+                              f"{{'coords': xyz}} ({errors[1]})")
         if isinstance(out, torch.Tensor):
-            return None
+            return None, coords_dict
         leaves = _tensor_leaves(out)
         keep = tuple(i for i, t in enumerate(leaves) if not (t.shape == inp.shape and torch.equal(t, inp)))
-        if not keep or any(leaves[i].shape[:-1] != inp.shape[:-1] for i in keep):
+        if not keep or any(leaves[i].dim() != 2 or leaves[i].shape[0] != len(inp) for i in keep):
             raise FormatError(f"{type(self.module).__name__} returns {[tuple(t.shape) for t in leaves]} on "
                               f"{tuple(inp.shape)} points: no [N, k] output tensor per point")
-        return keep
+        return keep, coords_dict
 
     @property
     def out_dim(self) -> int:
@@ -154,7 +167,8 @@ class ModuleField(nn.Module):
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         if xyz.dim() != 2:       # modules are written for [N, 3]; renders and teachers pass [..., 3]
             return self(xyz.reshape(-1, xyz.shape[-1])).reshape(*xyz.shape[:-1], -1)
-        out = self.module(xyz if self.identity else xyz * self.scale + self.shift)
+        x = xyz if self.identity else xyz * self.scale + self.shift
+        out = self.module({"coords": x} if self.coords_dict else x)
         if self.outputs is None:
             return out
         leaves = _tensor_leaves(out)
@@ -180,6 +194,7 @@ class ModuleSpec:
     scale: tuple = (1.0, 1.0, 1.0)
     shift: tuple = (0.0, 0.0, 0.0)
     outputs: Optional[tuple] = None
+    coords_dict: bool = False
 
     family = TRACED_FAMILY
 
@@ -199,7 +214,8 @@ class ModuleSpec:
             spec = cls(name=str(d["name"]), file=str(d["file"]), factory=str(d["factory"]),
                        class_name=str(d["class_name"]), out_dim=int(d["out_dim"]),
                        scale=tuple(float(v) for v in d["scale"]), shift=tuple(float(v) for v in d["shift"]),
-                       outputs=None if d["outputs"] is None else tuple(int(i) for i in d["outputs"]))
+                       outputs=None if d["outputs"] is None else tuple(int(i) for i in d["outputs"]),
+                       coords_dict=bool(d.get("coords_dict", False)))
         except (ValueError, KeyError, TypeError) as exc:
             raise FormatError(f"not a stored module's description ({type(exc).__name__}: {exc}): {text[:200]!r}") \
                 from None
@@ -213,7 +229,7 @@ class ModuleSpec:
     def of(cls, field: ModuleField, name: str, file: str, factory: str) -> "ModuleSpec":
         return cls(name=name, file=file, factory=factory, class_name=type(field.module).__name__,
                    out_dim=field.out_dim, scale=tuple(field.scale.tolist()), shift=tuple(field.shift.tolist()),
-                   outputs=field.outputs)
+                   outputs=field.outputs, coords_dict=field.coords_dict)
 
     def build(self, root, state: dict, what: str) -> ModuleField:
         """The field from the store ``root``'s copy of the module file (its content checked against
@@ -226,5 +242,5 @@ class ModuleSpec:
                               f"with ({self.sha256[:12]}...)")
         module = build_module(f"{path}:{self.factory}", flag=f"module file of {what}")
         load_state_strict(module, state, what)
-        field = ModuleField(module, torch.tensor(self.scale), torch.tensor(self.shift), self.outputs).eval()
-        return field
+        return ModuleField(module, torch.tensor(self.scale), torch.tensor(self.shift), self.outputs,
+                           self.coords_dict).eval()

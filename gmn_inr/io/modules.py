@@ -9,9 +9,9 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
 from gmn_inr.fields import ArchSpec, FrequencySpec, MLPSpec, build_field
+from gmn_inr.fields.user_module import ModuleField
 from graphs.trace_ops import activation_of
 from graphs.trace_record import TraceError, record_on_probes
 
@@ -115,24 +115,22 @@ def traced_mlp_layers(module: nn.Module) -> Optional[tuple[list, str, float]]:
         (next(iter(w0s)) if w0s else 1.0)
 
 
-def as_mlp_field(module: nn.Module, scale: torch.Tensor, shift: torch.Tensor, name: str):
-    """The built-in MLPField equal to ``module`` on the cube (checked on 4096 points to 1e-5), or None."""
-    found = traced_mlp_layers(module)
+def as_mlp_field(field: ModuleField, name: str):
+    """The built-in MLPField equal to ``field`` (a module read on the cube) on 4096 points of the
+    cube to 1e-5, or None."""
+    found = traced_mlp_layers(field.module)
     if found is None:
         return None
     layers, act, w0 = found
     try:
         if layers[0][0].shape[1] != 3 or len({w.shape[0] for w, _ in layers[:-1]}) != 1 or act not in ("relu", "sine"):
             return None
-        field = mlp_field(layers, act, w0, scale, shift, name)
+        mlp = mlp_field(layers, act, w0, field.scale, field.shift, name)
     except (FormatError, ValueError, RuntimeError):
         return None
     x = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        inp = x * scale + shift
-        want = [t for t in pytree.tree_leaves(module(inp)) if isinstance(t, torch.Tensor)
-                and not (t.shape == inp.shape and torch.equal(t, inp))]       # a returned input is no output
-        got = field(x)
-    if len(want) != 1 or want[0].shape != got.shape:
+        want, got = field(x), mlp(x)
+    if want.shape != got.shape:
         return None
-    return field if float((want[0] - got).abs().max()) <= 1e-5 * (1 + float(want[0].abs().max())) else None
+    return mlp if float((want - got).abs().max()) <= 1e-5 * (1 + float(want.abs().max())) else None

@@ -161,11 +161,15 @@ def read_inr(path: str | Path, opts: ReadOptions = ReadOptions()) -> nn.Module:
     else:
         return formats.load_inr(path)                    # HDF5, msgpack: layouts of their own
     if opts.modules:
-        keys = set(unwrap_state(state))
+        inner = unwrap_state(state)
+        shapes = {k: tuple(v.shape) for k, v in inner.items() if isinstance(v, torch.Tensor)}
         candidates = [build_module(spec) for spec in opts.modules]
-        for spec, module in zip(opts.modules, candidates):
-            if keys == set(module.state_dict()):
-                return _module_form(path, module, state, opts, spec)
+        fits = [[{k: tuple(v.shape) for k, v in m.state_dict().items()} == shapes for m in candidates],
+                [set(inner) == set(m.state_dict()) for m in candidates]]
+        for fit in fits:                   # its keys and shapes, else its keys (the shape that differs is named)
+            for spec, module, ok in zip(opts.modules, candidates, fit):
+                if ok:
+                    return _module_form(path, module, state, opts, spec)
         try:                                             # a file of another form in a mixed folder
             return _detect(path, state, meta, opts)
         except FormatError as exc:
@@ -195,14 +199,15 @@ def _detect(path: Path, state: dict, meta: dict, opts: ReadOptions) -> nn.Module
 def _module_form(path: Path, module: nn.Module, state: dict, opts: ReadOptions, factory: str) -> nn.Module:
     load_state_strict(module, unwrap_state(state), str(path))
     scale, shift = opts.cube_map("symmetric")
-    field = as_mlp_field(module, scale, shift, type(module).__name__.lower())
-    if field is not None:
-        return field
-    try:                                   # refused now, by name, rather than when it is embedded
+    try:
         field = ModuleField(module, scale, shift).eval()
-        trace_to_graph(field)
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from None
+    mlp = as_mlp_field(field, type(module).__name__.lower())
+    if mlp is not None:
+        return mlp
+    try:                                   # refused now, by name, rather than when it is embedded
+        trace_to_graph(field)
     except TraceError as exc:
         raise FormatError(f"{path}: {type(module).__name__} cannot be traced into a parameter graph: "
                           f"{' '.join(str(exc).split())}") from None

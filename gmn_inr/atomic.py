@@ -76,6 +76,7 @@ def fault_point(name: str) -> None:
     environment, the K-th time this process reaches the point ``NAME`` it kills itself with SIGKILL,
     exactly as ``kill -9`` at that moment would. Points: ``after_inr_write`` (an INR file is in place,
     its journal line not yet), ``after_journal`` (both), ``after_drop`` (a gate drop journalled),
+    ``after_module_write`` (an imported module's file copied into a store),
     ``after_manifest_flush``, ``after_checkpoint_write`` (training). Without the variable: a no-op."""
     spec = os.environ.get("GMN_INR_FAULT")
     if not spec:

@@ -274,3 +274,26 @@ def test_module_field_refuses_what_is_not_a_field():
             return x.sum(0), x                                # no per-point output
     with pytest.raises(FormatError, match="no \\[N, k\\] output tensor per point"):
         ModuleField(Pair())
+
+
+@pytest.mark.parametrize("fault", ["after_module_write:1", "after_inr_write:2", "after_journal:3",
+                                   "after_manifest_flush:2"])
+def test_an_import_killed_at_any_point_resumes_to_the_same_store(tmp_path, module_file, fault):
+    import subprocess
+    import sys
+
+    from child import child_env
+
+    src, _ = _skip_folder(tmp_path, module_file)
+    argv = ["zoo", "import", str(src), "--function", "sdf", "--module", f"{module_file}:skip_decoder"]
+    ref, store = tmp_path / "ref", tmp_path / "store"
+    assert main(argv + ["--out", str(ref)]) == 0
+    p = subprocess.run([sys.executable, "-m", "gmn_inr.cli", *argv, "--out", str(store)],
+                       env=child_env(GMN_INR_FAULT=fault), capture_output=True, timeout=300)
+    assert p.returncode == -9, p.stderr.decode()[-2000:]                 # killed where asked
+    assert main(argv + ["--out", str(store)]) == 0                       # the same command again
+    fr, fs = _files(ref), _files(store)
+    manifest = [json.loads(f.pop("manifest.json")) for f in (fr, fs)]
+    for m in manifest:
+        m.pop("created")
+    assert fs == fr and manifest[0] == manifest[1]

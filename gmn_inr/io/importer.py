@@ -166,12 +166,13 @@ def _write(src: Path, out, rows: list, objects: dict, bad: list, opts: ReadOptio
     done, skipped = 0, 0
     for r in rows:
         key = inr_key(r["object"], r["function"], r["arch"])
+        o = objects[r["object"]]
+        # entered for an INR already there too: a killed import journals INRs, not objects
+        w.manifest["objects"].setdefault(r["object"], {**o, "label": classes.index(o["class_name"])})
         if key in w.inrs:
             skipped += 1
             continue
         field = _stored_field(src / r["path"], opts)
-        o = objects[r["object"]]
-        w.manifest["objects"].setdefault(r["object"], {**o, "label": classes.index(o["class_name"])})
         gate = {"passed": True, "imported_from": str(r["path"])}
         if "module" in r:                # its module file first: an entry never names a missing file
             spec = r["module"]

@@ -33,7 +33,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from gmn_inr.atomic import atomic_write_bytes, safetensors_bytes, tensors_digest  # noqa: F401  (search imports it from here)
+from gmn_inr.atomic import atomic_write_bytes, fault_point, safetensors_bytes, tensors_digest  # noqa: F401  (search imports it from here)
 from gmn_inr.fields import ArchSpec, load_field
 from gmn_inr.fields.user_module import TRACED_FAMILY, FormatError, ModuleSpec, file_sha256
 
@@ -106,6 +106,7 @@ def store_module_file(root, data: bytes) -> str:
     path = Path(root) / rel
     if not path.is_file() or file_sha256(path) != Path(rel).stem:
         atomic_write_bytes(path, data)
+        fault_point("after_module_write")
     return rel
 
 

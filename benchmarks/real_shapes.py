@@ -117,11 +117,11 @@ def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> dict:
                                                              batch_size=64))
         zt, yt = torch.stack([v[o] for o in test]), torch.tensor([labels[o] for o in test])
         out[name] = accuracy(model, zt, yt)
-        # the same classifier's accuracy within each class set (class-name prefix: pins-, pkg-)
-        groups = sorted({descs[o]["class_name"].split("-")[0] for o in test})
+        # the same classifier's accuracy within each class set (class name up to the pin count: pins-1x, pins-2x)
+        groups = sorted({descs[o]["class_name"][:-2] for o in test})
         out[f"{name} by class set"] = {g: accuracy(model, zt[idx], yt[idx]) for g in groups
                                        for idx in [torch.tensor([i for i, o in enumerate(test)
-                                                                 if descs[o]["class_name"].split("-")[0] == g])]}
+                                                                 if descs[o]["class_name"][:-2] == g])]}
         log(f"headroom: exact geometry at {name}: {_pct(out[name])}% of {len(test)} test objects; "
             + ", ".join(f"{g} {_pct(a)}%" for g, a in out[f"{name} by class set"].items()))
     return out

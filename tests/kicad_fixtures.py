@@ -32,10 +32,11 @@ Shape {
 """
 
 
-def header_vrml(n: int, pitch: float) -> str:
-    body = box_shape((-pitch / 2, -pitch / 2, 0), (pitch / 2, n * pitch - pitch / 2, pitch), "BODY")
-    pins = "".join(box_shape((-0.3, k * pitch - 0.3, -1.5 * pitch), (0.3, k * pitch + 0.3, 2.5 * pitch), "PIN")
-                   for k in range(n))
+def header_vrml(n: int, pitch: float, rows: int = 1) -> str:
+    body = box_shape((-pitch / 2, -pitch / 2, 0), (rows * pitch - pitch / 2, n * pitch - pitch / 2, pitch), "BODY")
+    pins = "".join(box_shape((r * pitch - 0.3, k * pitch - 0.3, -1.5 * pitch), (r * pitch + 0.3, k * pitch + 0.3,
+                                                                                   2.5 * pitch), "PIN")
+                   for r in range(rows) for k in range(n))
     return "#VRML V2.0 utf8\n" + MATERIALS + body + pins
 
 
@@ -48,8 +49,9 @@ def package_vrml(n_side: int, size: float) -> str:
 
 
 def write_library(root: Path, packages: bool = True) -> Path:
-    """``root/<Library>.3dshapes/*.wrl``: headers 1x02 and 1x03 at three pitches, an SOIC-like package
-    at three sizes, one byte-identical duplicate and one file with a Transform node."""
+    """``root/<Library>.3dshapes/*.wrl``: headers 1x02 and 1x03 at three pitches, one byte-identical
+    duplicate, one file with a Transform node, headers out of every class set (1x40, 3x05), and with
+    ``packages`` double-row headers 2x04 at three pitches and an SOIC-like package library (no class)."""
     hdr = root / "Connector_PinHeader_2.54mm.3dshapes"
     hdr.mkdir(parents=True, exist_ok=True)
     for n in (2, 3):
@@ -58,8 +60,10 @@ def write_library(root: Path, packages: bool = True) -> Path:
     (hdr / "PinHeader_1x03_P2.54mm_Copy.wrl").write_text(header_vrml(3, 2.54))          # the same bytes twice
     (hdr / "PinHeader_1x02_P2.54mm_Transformed.wrl").write_text(
         "#VRML V2.0 utf8\nTransform { children [\n" + header_vrml(2, 1.5).split("\n", 1)[1] + "] }\n")
-    (hdr / "PinHeader_2x03_P2.54mm_Vertical.wrl").write_text(header_vrml(3, 2.54))      # two rows: no class
+    (hdr / "PinHeader_1x40_P2.54mm_Vertical.wrl").write_text(header_vrml(40, 2.54))    # past 1x20: no class
     if packages:
+        for pitch, variant in ((1.0, "Vertical"), (2.0, "Horizontal"), (2.54, "Vertical_SMD")):
+            (hdr / f"PinHeader_2x04_P{pitch:.2f}mm_{variant}.wrl").write_text(header_vrml(4, pitch, rows=2))
         so = root / "Package_SO.3dshapes"
         so.mkdir(parents=True, exist_ok=True)
         for k, size in enumerate((3.0, 4.0, 5.0)):

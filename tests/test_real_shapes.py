@@ -39,10 +39,11 @@ appearance Appearance{material DEF BLUE Material { diffuseColor 0 0 1 } } }
 
 def test_labels_come_from_the_catalogue():
     assert K.label_of("Connector_PinHeader_2.54mm", "PinHeader_1x07_P2.54mm_Horizontal") == "pins-1x07"
-    assert K.label_of("Connector_PinHeader_1.00mm", "PinHeader_2x07_P1.00mm_Vertical") is None    # two rows
+    assert K.label_of("Connector_PinHeader_1.00mm", "PinHeader_2x07_P1.00mm_Vertical") == "pins-2x07"
     assert K.label_of("Connector_PinHeader_1.00mm", "PinHeader_1x40_P1.00mm_Vertical") is None    # past 1x20
-    assert K.label_of("Package_SO", "TSSOP-20_4.4x6.5mm_P0.65mm") == "pkg-TSSOP"
-    assert K.label_of("Package_DFN_QFN", "QFN-16-1EP_3x3mm_P0.5mm") == "pkg-QFN"
+    assert K.label_of("Connector_PinHeader_1.00mm", "PinHeader_2x11_P1.00mm_Vertical") is None    # past 2x10
+    assert K.label_of("Connector_PinSocket_2.54mm", "PinSocket_1x05_P2.54mm_Vertical") is None
+    assert K.label_of("Package_SO", "TSSOP-20_4.4x6.5mm_P0.65mm") is None
     assert K.label_of("Resistor_SMD", "R_0402_1005Metric") is None
 
 
@@ -52,7 +53,7 @@ def test_catalogue_dedupes_and_counts(tmp_path):
     names = sorted(e.path.name for e in entries)
     twins = {"PinHeader_1x03_P2.54mm_Copy.wrl", "PinHeader_1x03_P2.54mm_Vertical_SMD_Pin1Left.wrl"}
     assert counts["duplicates"] == 1 and len(twins & set(names)) == 1       # the same bytes kept once
-    assert {e.class_name for e in entries} == {"pins-1x02", "pins-1x03", "pkg-SOIC"}
+    assert {e.class_name for e in entries} == {"pins-1x02", "pins-1x03", "pins-2x04"}
     stats = K.write_mesh_folder(entries, tmp_path / "meshes")
     assert [Path(p).name for p, _ in stats["skipped"]] == ["PinHeader_1x02_P2.54mm_Transformed.wrl"]
     assert stats["written"] == len(entries) - 1

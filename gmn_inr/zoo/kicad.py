@@ -2,15 +2,19 @@
 
     apt-get install -y kicad-packages3d      # flat VRML 2.0 models under /usr/share/kicad/3dmodels
 
-The labels are the catalogue's own: a model's library (``<Library>.3dshapes``) and its file name.
-Two class sets, chosen because their classes live in fine repeated detail (pin count) or in the
-package's outline; how much dense geometry adds over the 8^3 probe reading with the benchmark's
-classifier is measured in docs/results/real_shapes_headroom.md (about one point):
+The labels are the catalogue's own: the pin count and row count in a pin header's file name
+(``Connector_PinHeader_<pitch>.3dshapes/PinHeader_<rows>x<pins>_...``), every pitch (1.00, 1.27,
+2.00, 2.54 mm) and variant (vertical, horizontal, SMD pin-1 left/right) of one count in one class:
 
-* ``pins-1xNN``: single-row pin headers 1x02 .. 1x20, the pin count parsed from the file name
-  (every pitch of ``Connector_PinHeader_*``, every variant: vertical, horizontal, SMD pin-1 left/right);
-* ``pkg-FAMILY``: IC package families (SOIC, SSOP, TSSOP, QFN, DFN, LQFP, ...), the file name's
-  first token in ``Package_SO``, ``Package_DFN_QFN``, ``Package_QFP``.
+* ``pins-1xNN``: single-row headers 1x02 .. 1x20 (19 classes, 16 models each);
+* ``pins-2xNN``: double-row headers 2x02 .. 2x10 (9 classes, 12 models each).
+
+28 classes, 412 objects. Chosen because the class lives in fine repeated detail: once the longest
+side is scaled to the cube, neighbouring pin counts differ only in the pitch of pins and body
+segments, which an 8^3 reading blurs and a 32^3 reading resolves. Measured with the benchmark's
+classifier on the exact geometry (docs/results/real_shapes_headroom.md): about 20 points from 8^3
+to 32^3. IC package families were tried and dropped: dense geometry classified them no better
+than the 8^3 reading (62 -> 57%), so they diluted the measurement.
 
 Files that are byte-identical under two names are kept once (content hash); the few models that
 use VRML ``Transform`` nodes are skipped and counted, since the parser reads flat
@@ -31,13 +35,10 @@ import numpy as np
 
 #: where Debian's kicad-packages3d installs the models
 KICAD_ROOT = Path("/usr/share/kicad/3dmodels")
-PIN_COUNTS = range(2, 21)
-PIN_HEADER = re.compile(r"^PinHeader_1x(\d\d)_P[\d.]+mm_")
+#: pin counts of each class set, by number of rows
+PIN_COUNTS = {1: range(2, 21), 2: range(2, 11)}
+PIN_HEADER = re.compile(r"^PinHeader_([12])x(\d\d)_P[\d.]+mm_")
 PIN_LIBRARIES = "Connector_PinHeader_"
-PACKAGE_LIBRARIES = ("Package_SO", "Package_DFN_QFN", "Package_QFP")
-PACKAGE_FAMILIES = ("SOIC", "SSOP", "TSSOP", "TSOP", "MSOP", "QFN", "DFN", "LQFP", "TQFP", "PQFP", "UQFN")
-#: models kept per package family (sorted by name): the families differ ten-fold in size
-PER_FAMILY = 16
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _DEF_MATERIAL = re.compile(r"DEF\s+(\S+)\s+Material\s*\{([^}]*)\}")
@@ -116,21 +117,17 @@ class CatalogueEntry:
 
 def label_of(library: str, stem: str) -> Optional[str]:
     """The class of a model from its library and file name (None: in neither class set)."""
-    if library.startswith(PIN_LIBRARIES):
-        m = PIN_HEADER.match(stem)
-        if m and int(m.group(1)) in PIN_COUNTS:
-            return f"pins-1x{m.group(1)}"
+    if not library.startswith(PIN_LIBRARIES):
         return None
-    if library in PACKAGE_LIBRARIES:
-        fam = re.split(r"[-_]", stem, maxsplit=1)[0]
-        return f"pkg-{fam}" if fam in PACKAGE_FAMILIES else None
-    return None
+    m = PIN_HEADER.match(stem)
+    if m is None or int(m.group(2)) not in PIN_COUNTS[int(m.group(1))]:
+        return None
+    return f"pins-{m.group(1)}x{m.group(2)}"
 
 
-def catalogue(root=KICAD_ROOT, per_family: int = PER_FAMILY, per_class: Optional[int] = None
-              ) -> tuple[list[CatalogueEntry], dict]:
+def catalogue(root=KICAD_ROOT, per_class: Optional[int] = None) -> tuple[list[CatalogueEntry], dict]:
     """The labelled models under ``root`` (``<Library>.3dshapes/*.wrl``), duplicates dropped, and
-    counts ``{"duplicates", "over_family_cap", "over_class_cap"}``. ``per_class``: keep that many
+    counts ``{"duplicates", "over_class_cap"}``. ``per_class``: keep that many
     of every class, evenly spaced in name order (so every pitch and variant stays represented).
     Raises FileNotFoundError naming the apt package."""
     root = Path(root)
@@ -151,15 +148,12 @@ def catalogue(root=KICAD_ROOT, per_family: int = PER_FAMILY, per_class: Optional
         seen[h] = f
         out.append(CatalogueEntry(f, c))
     if not out:
-        raise FileNotFoundError(f"no labelled models (pin headers, IC packages) under {root}")
+        raise FileNotFoundError(f"no labelled models (pin headers) under {root}")
     by_class: dict[str, list] = {}
     for e in out:
         by_class.setdefault(e.class_name, []).append(e)
-    kept, counts = [], {"duplicates": dup, "over_family_cap": 0, "over_class_cap": 0}
+    kept, counts = [], {"duplicates": dup, "over_class_cap": 0}
     for c, es in sorted(by_class.items()):
-        if c.startswith("pkg-") and len(es) > per_family:
-            counts["over_family_cap"] += len(es) - per_family
-            es = es[:per_family]
         if per_class is not None and len(es) > per_class:
             counts["over_class_cap"] += len(es) - per_class
             es = [es[(k * len(es)) // per_class] for k in range(per_class)]
@@ -206,8 +200,8 @@ def prepare_kicad(root, meshes, log=print, per_class: Optional[int] = None) -> s
     n_classes = len({e.class_name for e in entries})
     log(f"kicad models: {len(entries) - len(s['skipped'])} objects in {n_classes} classes -> {meshes} "
         f"({s['written']} converted now, {s['kept']} already there; {counts['duplicates']} byte-identical "
-        f"duplicates and {len(s['skipped'])} unreadable (Transform nodes) skipped, {counts['over_family_cap']} "
-        f"over the per-family cap of {PER_FAMILY}, {counts['over_class_cap']} over the per-class cap)")
+        f"duplicates and {len(s['skipped'])} unreadable (Transform nodes) skipped, {counts['over_class_cap']} "
+        f"over the per-class cap)")
     return str(meshes)
 
 

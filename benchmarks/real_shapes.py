@@ -254,7 +254,7 @@ def markdown(report: dict) -> str:
                   f"{h['n_objects']} objects, {h['n_classes']} classes, chance {_pct(h['chance'])}%.", "",
                   "| reading | accuracy |", "|---|---|"]
         sets = sorted({g for k, v in h.items() if k.endswith("by class set") for g in v})
-        lines[-2:] = ["| reading | accuracy | " + " | ".join(f"class set {g}-" for g in sets) + " |",
+        lines[-2:] = ["| reading | accuracy | " + " | ".join(f"class set {g}NN" for g in sets) + " |",
                       "|---|---|" + "---|" * len(sets)]
         lines += [f"| {k} | {_pct(v)} | " + " | ".join(_pct(h.get(f"{k} by class set", {}).get(g)) for g in sets) + " |"
                   for k, v in h.items() if k not in ("n_objects", "n_classes", "chance") and not isinstance(v, dict)]

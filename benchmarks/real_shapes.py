@@ -22,7 +22,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -35,6 +34,7 @@ from gmn_inr.bench import (BENCH_PRESETS, WEIGHTS_ONLY, PaperGraphRecord, classi
                            git_commit, log, no_learning_rows, retrieval_table, time_direct_embedding)
 from gmn_inr.bench_report import EXACT, NO_MESSAGE_PASSING, SAMPLED, SURFACE, _pct, headline_table
 from gmn_inr.fields import TRAINING_ARCHITECTURES, UNSEEN_ARCHITECTURES
+from gmn_inr.provenance import files_digest, machine_meta
 
 WEIGHTS = "paper's encoder, weights only"
 DENSE = "sampled outputs, dense (4,096 points)"
@@ -204,6 +204,7 @@ def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: Exact
     rep["kinds"] = {row: KINDS[row] for row in rep["headline"]}
     rep["goals"] = zoo_goals(rep, name)
     rep["n_inrs"], rep["n_objects"] = len(recs), len({r.object_id for r in recs})
+    rep["digest"] = files_digest(Path(zoo) / "inrs")       # which INR bytes these numbers come from
     return rep
 
 
@@ -336,8 +337,7 @@ def main(argv=None) -> int:
 
     def write() -> str:       # after the headroom and after each zoo: a cut-short run keeps what it measured
         report["meta"] = {"preset": args.preset, "steps": bp.steps, "commit": git_commit(), "device": args.device,
-                          "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                          "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_classes": len(classes),
+                          **machine_meta(), "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_classes": len(classes),
                           "n_objects": len(descs), "classes": list(classes), "scale": args.scale,
                           "wall_seconds": time.perf_counter() - t_start}
         md = markdown(report)

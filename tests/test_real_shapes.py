@@ -204,6 +204,8 @@ def test_real_shapes_smoke(real_zoos, tmp_path):
         assert all(v >= 0 for v in z["seconds_per_inr"].values())
         assert any("weights-only" in g for g in z["goals"]) == ("shared" in name)
         assert "MLP-2L" in z["classification"]["L_R+C"]["ALL"]
+        assert z["digest"]["files"] == len(list(Path(z["zoo"]).rglob("*.safetensors"))) > 0
+    assert rep["meta"]["cpu_capability"] and rep["meta"]["torch"]
     md = (out / "real_shapes.md").read_text()
     assert md.startswith("# real_shapes") and "per-INR init" in md and "shared init" in md
 

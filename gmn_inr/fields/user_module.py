@@ -180,6 +180,17 @@ def file_sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def copy_problem(path) -> Optional[str]:
+    """What is wrong with a store's copy of a module file (named ``<sha256>.py`` by its content),
+    or None when it is there with that content."""
+    path = Path(path)
+    if not path.is_file():
+        return "is missing"
+    if file_sha256(path) != path.stem:
+        return f"was changed: its sha256 is not the one it was stored with ({path.stem[:12]}...)"
+    return None
+
+
 @dataclass(frozen=True)
 class ModuleSpec:
     """What rebuilds a stored user module: its file (relative to the store, named by its sha256),
@@ -235,11 +246,9 @@ class ModuleSpec:
         """The field from the store ``root``'s copy of the module file (its content checked against
         the sha256 it is named by) and ``state``; :class:`FormatError` naming the file otherwise."""
         path = Path(root) / self.file
-        if not path.is_file():
-            raise FormatError(f"module file {path} of {what} is missing")
-        if file_sha256(path) != self.sha256:
-            raise FormatError(f"module file {path} of {what} was changed: its sha256 is not the one it was stored "
-                              f"with ({self.sha256[:12]}...)")
+        problem = copy_problem(path)
+        if problem:
+            raise FormatError(f"module file {path} of {what} {problem}")
         module = build_module(f"{path}:{self.factory}", flag=f"module file of {what}")
         load_state_strict(module, state, what)
         return ModuleField(module, torch.tensor(self.scale), torch.tensor(self.shift), self.outputs,

@@ -35,7 +35,7 @@ import torch
 
 from gmn_inr.atomic import atomic_write_bytes, fault_point, safetensors_bytes, tensors_digest  # noqa: F401  (search imports it from here)
 from gmn_inr.fields import ArchSpec, load_field
-from gmn_inr.fields.user_module import TRACED_FAMILY, FormatError, ModuleSpec, file_sha256
+from gmn_inr.fields.user_module import TRACED_FAMILY, FormatError, ModuleSpec, copy_problem
 
 MANIFEST = "manifest.json"
 MODULES = "modules"
@@ -104,7 +104,7 @@ def store_module_file(root, data: bytes) -> str:
     content); its path relative to ``root``."""
     rel = f"{MODULES}/{hashlib.sha256(data).hexdigest()}.py"
     path = Path(root) / rel
-    if not path.is_file() or file_sha256(path) != Path(rel).stem:
+    if copy_problem(path):
         atomic_write_bytes(path, data)
         fault_point("after_module_write")
     return rel
@@ -190,11 +190,9 @@ class ZooRecord:
                                              f"{self.entry['sha256'][:12]}...")
         if self.family == TRACED_FAMILY:
             mod = self.root / self.spec.file
-            if not mod.is_file():
-                raise ZooCorruptError(mod, f"module file {mod} of INR {self.key} is missing")
-            if file_sha256(mod) != self.spec.sha256:
-                raise ZooCorruptError(mod, f"module file {mod} of INR {self.key} was changed: its sha256 is not the "
-                                           f"one it was stored with ({self.spec.sha256[:12]}...)")
+            problem = copy_problem(mod)
+            if problem:
+                raise ZooCorruptError(mod, f"module file {mod} of INR {self.key} {problem}")
 
     def state_dict(self, verify: bool = True) -> dict[str, torch.Tensor]:
         if verify:

@@ -10,7 +10,7 @@ from typing import Optional
 
 from gmn_inr.atomic import atomic_write_bytes, fault_point
 from gmn_inr.fields import ArchSpec, SpecError
-from gmn_inr.fields.user_module import FormatError, ModuleSpec, file_sha256
+from gmn_inr.fields.user_module import FormatError, ModuleSpec, copy_problem
 
 from .store import (ENTRY_FIELDS, FORMAT, JOURNAL, LOCK, MANIFEST, ZooBusyError, ZooError, ZooStore, inr_key,
                     inr_metadata, read_inr_file, rel_path, sha256_file, write_inr_file)
@@ -233,7 +233,7 @@ class ZooWriter:
             try:
                 ok = p.is_file() and sha256_file(p) == e["sha256"]
                 mod = self._module_file(e)
-                mod_ok = mod is None or (mod.is_file() and file_sha256(mod) == mod.stem)
+                mod_ok = mod is None or copy_problem(mod) is None
             except (OSError, FormatError):
                 ok = mod_ok = False
             if ok and mod_ok:
@@ -276,7 +276,7 @@ class ZooWriter:
                 _, meta = read_inr_file(p)
                 if "module" in meta:             # a user's module: kept only with its module file
                     spec = ModuleSpec.from_json(meta["module"])
-                    if not (self.root / spec.file).is_file() or file_sha256(self.root / spec.file) != spec.sha256:
+                    if copy_problem(self.root / spec.file):
                         continue
                 else:
                     ArchSpec.from_json(meta["arch_spec"])

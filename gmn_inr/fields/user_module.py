@@ -115,13 +115,16 @@ class ModuleField(nn.Module):
     when it takes a dict), its output tensors -- every one the module returns except a returned copy
     of its input (SIREN's ``(output, coords)``) -- as one ``[..., out_dim]`` tensor (several joined
     on the last axis). How it is called and which tensors are the output is found on a few points
-    unless given (``outputs``: None for a module returning one tensor)."""
+    unless given (``outputs``: None for a module returning one tensor). ``factory``: the
+    ``file.py:factory`` that built the module, when it was read with ``--module`` (what a zoo
+    import keeps with it)."""
 
     def __init__(self, module: nn.Module, scale: Optional[torch.Tensor] = None,
                  shift: Optional[torch.Tensor] = None, outputs: "Optional[Sequence[int]] | str" = "find",
-                 coords_dict: bool = False):
+                 coords_dict: bool = False, factory: Optional[str] = None):
         super().__init__()
         self.module = module
+        self.factory = factory
         scale = torch.ones(3) if scale is None else torch.as_tensor(scale, dtype=torch.float32)
         shift = torch.zeros(3) if shift is None else torch.as_tensor(shift, dtype=torch.float32)
         self.identity = bool(torch.equal(scale, torch.ones(3)) and torch.equal(shift, torch.zeros(3)))

@@ -200,7 +200,7 @@ def _module_form(path: Path, module: nn.Module, state: dict, opts: ReadOptions, 
     load_state_strict(module, unwrap_state(state), str(path))
     scale, shift = opts.cube_map("symmetric")
     try:
-        field = ModuleField(module, scale, shift).eval()
+        field = ModuleField(module, scale, shift, factory=factory).eval()
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from None
     mlp = as_mlp_field(field, type(module).__name__.lower())
@@ -211,7 +211,6 @@ def _module_form(path: Path, module: nn.Module, state: dict, opts: ReadOptions, 
     except TraceError as exc:
         raise FormatError(f"{path}: {type(module).__name__} cannot be traced into a parameter graph: "
                           f"{' '.join(str(exc).split())}") from None
-    field.factory = factory                # what a zoo import keeps with it
     return field
 
 

@@ -13,7 +13,8 @@ leave room above an 8^3 reading. Then, on every zoo (one per initialisation, the
 the headline table of ``unseen_arch.py`` (recall@1 ALL/ALL, worst unseen variant, worst other
 family) for L_R+C, its zero-block twin and the paper's weights-only encoder, beside the
 no-learning rows (sampled outputs at the probe points; sampled outputs on a dense 16^3 grid,
-4,096 points; the surface distance) and the two ceilings, with seconds per INR; classification
+4,096 points; the surface distance) and the two ceilings (the headroom's classifiers, trained once
+on the train objects' exact vectors, tested on each architecture's test INRs), with seconds per INR; classification
 of every unseen variant and cross-architecture retrieval. Writes ``OUT/real_shapes.{json,md}``.
 """
 from __future__ import annotations
@@ -100,12 +101,13 @@ def point_sets() -> dict:
     return {"probe points (8^3)": probe_points(), "16^3": cube_grid(16), f"dense ({CEILING_RES}^3)": cube_grid(CEILING_RES)}
 
 
-def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> dict:
+def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> tuple[dict, dict]:
     """Test accuracy of the benchmark's classifier on each object's exact geometry (train objects ->
-    test objects): at the 512 probe points, on a 16^3 and on a 32^3 grid of the probe cube."""
+    test objects): at the 512 probe points, on a 16^3 and on a 32^3 grid of the probe cube.
+    Returns ``(report, {point set: classifier})``; the ceiling rows of every zoo reuse the classifiers."""
     from gmn_inr.tasks import ClassifierConfig, accuracy, train_classifier
 
-    out = {"n_objects": len(descs), "n_classes": n_classes, "chance": 1 / n_classes}
+    out, models = {"n_objects": len(descs), "n_classes": n_classes, "chance": 1 / n_classes}, {}
     labels = {o: d["label"] for o, d in descs.items()}
     train = [o for o in sorted(descs) if descs[o]["split"] == "train"]
     test = [o for o in sorted(descs) if descs[o]["split"] == "test"]
@@ -115,6 +117,7 @@ def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> dict:
         model = train_classifier(torch.stack([v[o] for o in train]), torch.tensor([labels[o] for o in train]),
                                  n_classes, ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden,
                                                              batch_size=64))
+        models[name] = model
         zt, yt = torch.stack([v[o] for o in test]), torch.tensor([labels[o] for o in test])
         out[name] = accuracy(model, zt, yt)
         # the same classifier's accuracy within each class set (class name up to the pin count: pins-1x, pins-2x)
@@ -124,7 +127,23 @@ def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> dict:
                                                                  if descs[o]["class_name"][:-2] == g])]}
         log(f"headroom: exact geometry at {name}: {_pct(out[name])}% of {len(test)} test objects; "
             + ", ".join(f"{g} {_pct(a)}%" for g, a in out[f"{name} by class set"].items()))
-    return out
+    return out, models
+
+
+def ceiling_classification(model, z: torch.Tensor, recs, training, unseen) -> dict:
+    """The classification table of a ceiling row: every INR carries its object's exact vector
+    (``z [N, D]``), so a classifier trained on the INRs of ALL or of one family would see the train
+    objects' vectors again, repeated; the headroom's ``model``, trained once on every train object,
+    stands for each of them, tested on each architecture's test INRs."""
+    from gmn_inr.tasks import accuracy
+
+    labels = torch.tensor([r.label for r in recs])
+    row = {}
+    for a in list(training) + [a for a in unseen if a in {r.arch for r in recs}]:
+        t = [i for i, r in enumerate(recs) if r.split == "test" and r.arch == a]
+        if t:
+            row[a] = accuracy(model, z[t], labels[t])
+    return {name: dict(row) for name in ("ALL", *training)}
 
 
 def catalogue_objects(kicad_root, meshes: Path, preset: str, per_class=None) -> tuple[list, dict]:
@@ -154,8 +173,9 @@ def store_descs(store) -> dict:
     return out
 
 
-def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: ExactGeometry) -> dict:
-    """Every row of the headline table on one zoo's radiance INRs."""
+def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: ExactGeometry, ceilings: dict) -> dict:
+    """Every row of the headline table on one zoo's radiance INRs (``ceilings``: the headroom's
+    classifiers, by point set)."""
     from gmn_inr.baselines import output_features, sampled_output_features
     from gmn_inr.canonical import canonical_output_features
     from gmn_inr.train import TrainConfig, train
@@ -196,7 +216,7 @@ def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: Exact
         t0 = exact.seconds
         v = exact.vectors({r.object_id: descs[r.object_id] for r in recs}, key)
         z = torch.stack([v[r.object_id] for r in recs])
-        rep["classification"][row], _ = classification_table(z, recs, n_classes, bp, training, unseen)
+        rep["classification"][row] = ceiling_classification(ceilings[key], z, recs, training, unseen)
         rep["retrieval"][row] = retrieval_table(z, recs, training)
         # per object, not per INR: the ground truth is computed from the mesh, once per object (0 when cached)
         rep["seconds_per_inr"][row] = (exact.seconds - t0) / max(1, len({r.object_id for r in recs}))
@@ -332,7 +352,7 @@ def main(argv=None) -> int:
                 exact.of(o, d)
         log(f"shard {args.shard}: exact vectors of {len(range(k, len(descs), n))} objects in {args.cache}")
         return 0
-    report["headroom"] = headroom(descs, len(classes), bp, exact)
+    report["headroom"], ceilings = headroom(descs, len(classes), bp, exact)
     stem = "real_shapes_headroom" if args.headroom_only else "real_shapes"
 
     def write() -> str:       # after the headroom and after each zoo: a cut-short run keeps what it measured
@@ -350,7 +370,7 @@ def main(argv=None) -> int:
     write()
     for name, zdir in zoos:
         runs = Path(args.runs) / name.replace(" ", "_").replace("-", "")
-        report["zoos"][name] = evaluate_zoo(name, Path(zdir), runs, bp, args.device, exact)
+        report["zoos"][name] = evaluate_zoo(name, Path(zdir), runs, bp, args.device, exact, ceilings)
         md = write()
     print(md if zoos else write())
     log(f"wrote {out / (stem + '.json')}, {out / (stem + '.md')}")

@@ -132,6 +132,22 @@ def test_a_store_holds_a_skip_decoder_as_itself(tmp_path, module_file):
         load_inr(tmp_path / "alone" / "x.safetensors")
 
 
+def test_a_stored_entry_imports_into_another_store(tmp_path, module_file):
+    src, refs = _skip_folder(tmp_path, module_file)
+    store = tmp_path / "store"
+    assert _import(src, store, "--module", f"{module_file}:skip_decoder") == 0
+    first = open_store(store)[0]
+    linked = tmp_path / "linked" / "chair"
+    linked.mkdir(parents=True)
+    (linked / "x.safetensors").symlink_to(store / first.entry["path"])     # read through its store
+    assert _import(tmp_path / "linked", tmp_path / "other") == 0
+    again = open_store(tmp_path / "other")[0]
+    assert again.arch == "skipdecoder" and again.spec.file == first.spec.file
+    assert (tmp_path / "other" / again.spec.file).read_bytes() == module_file.read_bytes()
+    with torch.no_grad():
+        assert torch.allclose(again.field()(CUBE), refs[first.object_id](CUBE), atol=1e-5)
+
+
 def test_the_cube_map_and_a_returned_input_are_kept(tmp_path, module_file):
     torch.manual_seed(0)
     extra = tmp_path / "extra.py"

@@ -254,5 +254,6 @@ class ModuleSpec:
             raise FormatError(f"module file {path} of {what} {problem}")
         module = build_module(f"{path}:{self.factory}", flag=f"module file of {what}")
         load_state_strict(module, state, what)
+        # the factory names the store's copy, so an entry read through its store imports into another one
         return ModuleField(module, torch.tensor(self.scale), torch.tensor(self.shift), self.outputs,
-                           self.coords_dict).eval()
+                           self.coords_dict, factory=f"{path}:{self.factory}").eval()

@@ -47,6 +47,8 @@ KINDS = {"L_R+C": "learned", NO_MESSAGE_PASSING: "learned", WEIGHTS: "learned",
 #: the encoders trained on each zoo: (graph, encoder overrides)
 ENCODERS = {"L_R+C": (False, {}), NO_MESSAGE_PASSING: (False, {"layers": 0}), WEIGHTS: (True, WEIGHTS_ONLY)}
 DENSE_RES, CEILING_RES = 16, 32
+#: INRs an encoder's seconds per INR are timed on (file read, conversion, encoder), spread over the architectures
+TIMED_INRS = 1024
 
 
 def cube_grid(res: int) -> torch.Tensor:
@@ -103,20 +105,24 @@ def point_sets() -> dict:
 
 def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> tuple[dict, dict]:
     """Test accuracy of the benchmark's classifier on each object's exact geometry (train objects ->
-    test objects): at the 512 probe points, on a 16^3 and on a 32^3 grid of the probe cube.
-    Returns ``(report, {point set: classifier})``; the ceiling rows of every zoo reuse the classifiers."""
+    test objects): at the 512 probe points, on a 16^3 and on a 32^3 grid of the probe cube. The
+    classifier is trained as the encoders' on ALL is: each train object once per training
+    architecture (as many steps). Returns ``(report, {point set: classifier})``; the ceiling rows
+    of every zoo reuse the classifiers."""
     from gmn_inr.tasks import ClassifierConfig, accuracy, train_classifier
 
     out, models = {"n_objects": len(descs), "n_classes": n_classes, "chance": 1 / n_classes}, {}
     labels = {o: d["label"] for o, d in descs.items()}
     train = [o for o in sorted(descs) if descs[o]["split"] == "train"]
     test = [o for o in sorted(descs) if descs[o]["split"] == "test"]
+    copies = len(TRAINING_ARCHITECTURES)
     for name in exact.point_sets:
         v = exact.vectors(descs, name)
         torch.manual_seed(0)
-        model = train_classifier(torch.stack([v[o] for o in train]), torch.tensor([labels[o] for o in train]),
-                                 n_classes, ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden,
-                                                             batch_size=64))
+        model = train_classifier(torch.stack([v[o] for o in train]).repeat(copies, 1),
+                                 torch.tensor([labels[o] for o in train]).repeat(copies), n_classes,
+                                 ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden,
+                                                  batch_size=64))
         models[name] = model
         zt, yt = torch.stack([v[o] for o in test]), torch.tensor([labels[o] for o in test])
         out[name] = accuracy(model, zt, yt)
@@ -133,8 +139,8 @@ def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> tuple[dic
 def ceiling_classification(model, z: torch.Tensor, recs, training, unseen) -> dict:
     """The classification table of a ceiling row: every INR carries its object's exact vector
     (``z [N, D]``), so a classifier trained on the INRs of ALL or of one family would see the train
-    objects' vectors again, repeated; the headroom's ``model``, trained once on every train object,
-    stands for each of them, tested on each architecture's test INRs."""
+    objects' vectors again; the headroom's ``model``, trained once on every train object (once per
+    training architecture), stands for each of them, tested on each architecture's test INRs."""
     from gmn_inr.tasks import accuracy
 
     labels = torch.tensor([r.label for r in recs])
@@ -201,7 +207,7 @@ def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: Exact
         rep["training"][row] = {"seconds": res.seconds, "steps": res.step}
         ev = [PaperGraphRecord(r) for r in recs] if paper else recs
         z, _ = embed_records(res.encoder, ev, device)
-        rep["seconds_per_inr"][row] = time_direct_embedding(res.encoder, ev, device)
+        rep["seconds_per_inr"][row] = time_direct_embedding(res.encoder, ev, device, sample=TIMED_INRS)
         rep["classification"][row], _ = classification_table(z, recs, n_classes, bp, training, unseen)
         rep["retrieval"][row] = retrieval_table(z, recs, training)
     dense = cube_grid(DENSE_RES)
@@ -226,6 +232,14 @@ def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: Exact
     rep["n_inrs"], rep["n_objects"] = len(recs), len({r.object_id for r in recs})
     rep["digest"] = files_digest(Path(zoo) / "inrs")       # which INR bytes these numbers come from
     return rep
+
+
+def _zoo_worker(threads: int) -> None:
+    """A ``--jobs`` process: the threads it is given, and the allocator the training tunes."""
+    from gmn_inr.train import tune_malloc
+
+    tune_malloc()
+    torch.set_num_threads(threads)
 
 
 def zoo_goals(rep: dict, name: str) -> list[str]:
@@ -266,6 +280,7 @@ def markdown(report: dict) -> str:
     lines = [f"# real_shapes — KiCad part models, {m['n_classes']} classes, {m['n_objects']} objects", "",
              f"{m['date']}, commit `{m['commit']}`, wall {m['wall_seconds'] / 60:.1f} min, bench preset "
              f"`{m['preset']}`" + (f" ({m['steps']} training steps per encoder)" if report["zoos"] else "")
+             + (f", {m['jobs']} zoos evaluated side by side" if m.get("jobs", 1) > 1 and len(report["zoos"]) > 1 else "")
              + ". Accuracies and recalls in %.", ""]
     if m.get("scale"):
         lines += [f"Scale of this run: {m['scale']}", ""]
@@ -318,6 +333,8 @@ def main(argv=None) -> int:
                                                                   "every N-th object from the K-th, then exit")
     ap.add_argument("--scale", default="", help="a sentence saying at what scale this run was made (into the md)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=1, help="evaluate up to this many zoos side by side, each in its own "
+                                                        "process with --threads / JOBS threads")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     bp = BENCH_PRESETS[args.preset]
@@ -358,7 +375,7 @@ def main(argv=None) -> int:
     def write() -> str:       # after the headroom and after each zoo: a cut-short run keeps what it measured
         report["meta"] = {"preset": args.preset, "steps": bp.steps, "commit": git_commit(), "device": args.device,
                           **machine_meta(), "date": _dt.datetime.now().isoformat(timespec="seconds"), "n_classes": len(classes),
-                          "n_objects": len(descs), "classes": list(classes), "scale": args.scale,
+                          "n_objects": len(descs), "classes": list(classes), "scale": args.scale, "jobs": args.jobs,
                           "wall_seconds": time.perf_counter() - t_start}
         md = markdown(report)
         tmp = out / f"{stem}.json.tmp"
@@ -368,10 +385,24 @@ def main(argv=None) -> int:
         return md
 
     write()
-    for name, zdir in zoos:
-        runs = Path(args.runs) / name.replace(" ", "_").replace("-", "")
-        report["zoos"][name] = evaluate_zoo(name, Path(zdir), runs, bp, args.device, exact, ceilings)
-        md = write()
+    jobs = [(name, Path(zdir), Path(args.runs) / name.replace(" ", "_").replace("-", ""), bp, args.device, exact,
+             ceilings) for name, zdir in zoos]
+    md = ""
+    if args.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, torch.get_num_threads() // args.jobs)
+        with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=mp.get_context("spawn"),
+                                 initializer=_zoo_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(evaluate_zoo, *job) for job in jobs]
+            for (name, *_), fut in zip(jobs, futures):
+                report["zoos"][name] = {**fut.result(), "threads": threads}
+                md = write()
+    else:
+        for job in jobs:
+            report["zoos"][job[0]] = {**evaluate_zoo(*job), "threads": torch.get_num_threads()}
+            md = write()
     print(md if zoos else write())
     log(f"wrote {out / (stem + '.json')}, {out / (stem + '.md')}")
     return 0

@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -110,13 +111,16 @@ class PaperGraphRecord(RecordView):
 
 
 @torch.no_grad()
-def time_direct_embedding(encoder, recs, device: str, batch: int = 16) -> float:
+def time_direct_embedding(encoder, recs, device: str, batch: int = 16, sample: Optional[int] = None) -> float:
     """Seconds per INR of embedding from scratch: file read, graph conversion and encoder, with no
-    cached graph (records cache theirs, so embedding timings after the first run would miss it)."""
+    cached graph (records cache theirs, so embedding timings after the first run would miss it).
+    ``sample``: time about that many records (every k-th, in architecture order) instead of all."""
     from graphs import to_batch
 
     encoder = encoder.to(device).eval()
-    recs = sorted(recs, key=lambda r: r.arch)     # batches of one architecture convert together (to_batch)
+    recs = sorted(recs, key=lambda r: (r.arch, r.object_id))     # one architecture's batches convert together
+    if sample is not None and len(recs) > sample:
+        recs = recs[::-(-len(recs) // sample)]
     t = time.perf_counter()
     for i in range(0, len(recs), batch):
         encoder(to_batch([r.field() for r in recs[i:i + batch]], device=device))

@@ -208,6 +208,18 @@ def test_real_shapes_smoke(real_zoos, tmp_path):
     assert rep["meta"]["cpu_capability"] and rep["meta"]["torch"]
     md = (out / "real_shapes.md").read_text()
     assert md.startswith("# real_shapes") and "per-INR init" in md and "shared init" in md
+    # the zoos side by side, one thread each: every INR row as the one-thread run above gave it
+    side = cmd[:cmd.index("--out")] + ["--out", str(tmp_path / "side"), "--runs", str(tmp_path / "side_runs"),
+                                       "--steps", "2", "--threads", "2", "--jobs", "2"] + cmd[cmd.index("--zoo"):]
+    proc = subprocess.run(side, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rep2 = json.loads((tmp_path / "side" / "real_shapes.json").read_text())
+    assert rep2["meta"]["jobs"] == 2 and "side by side" in (tmp_path / "side" / "real_shapes.md").read_text()
+    for name, z in rep["zoos"].items():
+        z2 = rep2["zoos"][name]
+        assert z["threads"] == z2["threads"] == 1
+        rows = [r for r, k in z["kinds"].items() if not k.startswith("ceiling")]
+        assert {r: z2["headline"][r] for r in rows} == {r: z["headline"][r] for r in rows}
 
 
 def test_real_shapes_needs_a_zoo_or_headroom(tmp_path):

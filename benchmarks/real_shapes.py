@@ -3,7 +3,7 @@
     apt-get install -y kicad-packages3d
     gmn-inr zoo build --preset cpu --kicad --out zoo_cache/real --workers 2
     gmn-inr zoo build --preset cpu --kicad --init shared --out zoo_cache/real_shared --workers 2
-    python benchmarks/real_shapes.py --zoo "per-INR init=zoo_cache/real" --zoo "shared init=zoo_cache/real_shared"
+    python benchmarks/real_shapes.py --zoo "per-INR init=zoo_cache/real" --zoo "shared init=zoo_cache/real_shared" --jobs 2
     python benchmarks/real_shapes.py --headroom-only [--kicad /usr/share/kicad/3dmodels]
 
 Before anything is trained (``--headroom-only``: no zoo needed, the catalogue's objects and the

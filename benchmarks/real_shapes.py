@@ -3,7 +3,8 @@
     apt-get install -y kicad-packages3d
     gmn-inr zoo build --preset cpu --kicad --out zoo_cache/real --workers 2
     gmn-inr zoo build --preset cpu --kicad --init shared --out zoo_cache/real_shared --workers 2
-    python benchmarks/real_shapes.py --zoo "per-INR init=zoo_cache/real" --zoo "shared init=zoo_cache/real_shared" --jobs 2
+    python benchmarks/real_shapes.py --zoo "per-INR init=zoo_cache/real" \
+        --zoo "shared init=zoo_cache/real_shared" --jobs 2
     python benchmarks/real_shapes.py --headroom-only [--kicad /usr/share/kicad/3dmodels]
 
 Before anything is trained (``--headroom-only``: no zoo needed, the catalogue's objects and the
@@ -20,7 +21,9 @@ of every unseen variant and cross-architecture retrieval. Writes ``OUT/real_shap
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import itertools
 import json
 import os
 import sys
@@ -136,22 +139,6 @@ def headroom(descs: dict, n_classes: int, bp, exact: ExactGeometry) -> tuple[dic
     return out, models
 
 
-def ceiling_classification(model, z: torch.Tensor, recs, training, unseen) -> dict:
-    """The classification table of a ceiling row: every INR carries its object's exact vector
-    (``z [N, D]``), so a classifier trained on the INRs of ALL or of one family would see the train
-    objects' vectors again; the headroom's ``model``, trained once on every train object (once per
-    training architecture), stands for each of them, tested on each architecture's test INRs."""
-    from gmn_inr.tasks import accuracy
-
-    labels = torch.tensor([r.label for r in recs])
-    row = {}
-    for a in list(training) + [a for a in unseen if a in {r.arch for r in recs}]:
-        t = [i for i, r in enumerate(recs) if r.split == "test" and r.arch == a]
-        if t:
-            row[a] = accuracy(model, z[t], labels[t])
-    return {name: dict(row) for name in ("ALL", *training)}
-
-
 def catalogue_objects(kicad_root, meshes: Path, preset: str, per_class=None) -> tuple[list, dict]:
     """The real-shape zoo's objects and splits without fitting anything (``--headroom-only``)."""
     from collections import defaultdict
@@ -222,7 +209,11 @@ def evaluate_zoo(name: str, zoo: Path, runs: Path, bp, device: str, exact: Exact
         t0 = exact.seconds
         v = exact.vectors({r.object_id: descs[r.object_id] for r in recs}, key)
         z = torch.stack([v[r.object_id] for r in recs])
-        rep["classification"][row] = ceiling_classification(ceilings[key], z, recs, training, unseen)
+        # every INR carries its object's exact vector, so a classifier trained on ALL's or one family's INRs
+        # would see the train objects' vectors again: the headroom's, trained on each train object once
+        # per training architecture, stands for each of them
+        rep["classification"][row], _ = classification_table(z, recs, n_classes, bp, training, unseen,
+                                                             classifier=ceilings[key])
         rep["retrieval"][row] = retrieval_table(z, recs, training)
         # per object, not per INR: the ground truth is computed from the mesh, once per object (0 when cached)
         rep["seconds_per_inr"][row] = (exact.seconds - t0) / max(1, len({r.object_id for r in recs}))
@@ -280,7 +271,8 @@ def markdown(report: dict) -> str:
     lines = [f"# real_shapes — KiCad part models, {m['n_classes']} classes, {m['n_objects']} objects", "",
              f"{m['date']}, commit `{m['commit']}`, wall {m['wall_seconds'] / 60:.1f} min, bench preset "
              f"`{m['preset']}`" + (f" ({m['steps']} training steps per encoder)" if report["zoos"] else "")
-             + (f", {m['jobs']} zoos evaluated side by side" if m.get("jobs", 1) > 1 and len(report["zoos"]) > 1 else "")
+             + (f", {m['jobs']} zoos evaluated side by side" if m.get("jobs", 1) > 1 and len(report["zoos"]) > 1
+                else "")
              + ". Accuracies and recalls in %.", ""]
     if m.get("scale"):
         lines += [f"Scale of this run: {m['scale']}", ""]
@@ -387,21 +379,20 @@ def main(argv=None) -> int:
     write()
     jobs = [(name, Path(zdir), Path(args.runs) / name.replace(" ", "_").replace("-", ""), bp, args.device, exact,
              ceilings) for name, zdir in zoos]
-    md = ""
-    if args.jobs > 1 and len(jobs) > 1:
+    side_by_side = args.jobs > 1 and len(jobs) > 1
+    threads = max(1, torch.get_num_threads() // args.jobs) if side_by_side else torch.get_num_threads()
+    pool = None
+    if side_by_side:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        threads = max(1, torch.get_num_threads() // args.jobs)
-        with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=mp.get_context("spawn"),
-                                 initializer=_zoo_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(evaluate_zoo, *job) for job in jobs]
-            for (name, *_), fut in zip(jobs, futures):
-                report["zoos"][name] = {**fut.result(), "threads": threads}
-                md = write()
-    else:
-        for job in jobs:
-            report["zoos"][job[0]] = {**evaluate_zoo(*job), "threads": torch.get_num_threads()}
+        pool = ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=mp.get_context("spawn"),
+                                   initializer=_zoo_worker, initargs=(threads,))
+    md = ""
+    with pool or contextlib.nullcontext():
+        results = pool.map(evaluate_zoo, *zip(*jobs)) if pool else itertools.starmap(evaluate_zoo, jobs)
+        for (name, *_), rep in zip(jobs, results):      # in order, each written as it is reached
+            report["zoos"][name] = {**rep, "threads": threads}
             md = write()
     print(md if zoos else write())
     log(f"wrote {out / (stem + '.json')}, {out / (stem + '.md')}")

@@ -167,10 +167,12 @@ def family_labels(training: tuple) -> dict:
 
 
 # -- evaluation shared by the headline benchmarks (unseen_arch.py, real_shapes.py) --------------
-def classification_table(z, recs, n_classes, bp: BenchPreset, training, unseen) -> tuple[dict, dict]:
+def classification_table(z, recs, n_classes, bp: BenchPreset, training, unseen,
+                         classifier=None) -> tuple[dict, dict]:
     """``({classifier_train_set: {test_set: accuracy}}, {classifier_train_set: classifier})``: the
     paper's classifier trained on the train objects' embeddings of ALL ``training`` architectures
-    and of each one, tested on the test objects of every training architecture and unseen variant."""
+    and of each one, tested on the test objects of every training architecture and unseen variant.
+    ``classifier``: one already trained, tested in place of every train set's (none is trained)."""
     from gmn_inr.tasks import ClassifierConfig, accuracy, train_classifier
 
     labels = torch.tensor([r.label for r in recs])
@@ -184,7 +186,7 @@ def classification_table(z, recs, n_classes, bp: BenchPreset, training, unseen) 
         if len(idx) < 2:
             continue
         cfg = ClassifierConfig(epochs=bp.classifier_epochs, hidden=bp.classifier_hidden, batch_size=64)
-        model = train_classifier(z[idx], labels[idx], n_classes, cfg)
+        model = classifier if classifier is not None else train_classifier(z[idx], labels[idx], n_classes, cfg)
         row = {}
         for a in test_archs:
             t = [i for i in range(len(recs)) if split[i] == "test" and arch[i] == a]
